@@ -1,0 +1,139 @@
+"""The Record: one measured cell (model x runtime x precision x batch x device), flat, CSV-ready.
+
+Field order is the CSV column order. ``samples_ms`` (the raw per-iteration latencies) is kept in the JSONL only:
+budgets judge percentiles from it and ``compare`` tests significance on it.
+Bump SCHEMA_VERSION whenever a field changes meaning or is removed; reports refuse to mix versions.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+SCHEMA_VERSION = 1
+
+
+@dataclass
+class Record:
+    # --- identity of the cell
+    model: str  # zoo name, pkg.module:factory or file.onnx, as given
+    runtime: str  # torch | torch-compile | onnxruntime
+    precision: str  # fp32 | fp16 | bf16 | ...
+    batch: int
+    device: str  # cpu | cuda
+    threads: int  # intra-op threads of the runtime that measured (torch and onnxruntime alike)
+    status: str = "ok"  # ok | failed | skipped
+    error: str = ""  # why, when status is not ok
+    family: str = ""
+    knobs: str = ""  # JSON of the builder keywords given
+    input_shape: str = ""  # e.g. 8x3x128x128
+    input_dtype: str = ""
+    # --- static counts (per sample: MACs/FLOPs of a batch-1 forward x batch)
+    params: int | None = None
+    macs: int | None = None  # multiply-accumulates of one forward at this batch
+    flops: int | None = None  # 2 x macs
+    size_mib: float | None = None  # the artefact this runtime loads, on disk (state_dict file or .onnx + .data)
+    # --- latency of one forward at this batch, milliseconds
+    latency_p50_ms: float | None = None
+    latency_p90_ms: float | None = None
+    latency_p95_ms: float | None = None
+    latency_p99_ms: float | None = None
+    latency_mean_ms: float | None = None
+    latency_std_ms: float | None = None
+    latency_min_ms: float | None = None
+    latency_max_ms: float | None = None
+    latency_cv: float | None = None
+    n_samples: int | None = None
+    throughput_sps: float | None = None  # batch / mean latency
+    achieved_gflops: float | None = None  # flops / p50 latency / 1e9
+    stable: bool | None = None  # cv <= 10%
+    # --- cold start
+    load_ms: float | None = None  # build/load the model, or export + create the ONNX Runtime session
+    first_inference_ms: float | None = None  # the very first call at this batch (includes compile for torch.compile)
+    # --- memory
+    peak_rss_mib: float | None = None  # worker's peak resident memory during a separate inference pass
+    cuda_max_allocated_mib: float | None = None
+    cuda_max_reserved_mib: float | None = None
+    # --- fidelity vs the torch fp32 model on the same inputs
+    max_abs_err: float | None = None
+    # --- harness
+    warmup_iters: int | None = None
+    measure_s: float | None = None  # wall time of the timed loop
+    warning: str = ""
+    # --- provenance
+    schema_version: int = SCHEMA_VERSION
+    run_id: str = ""
+    timestamp: str = ""
+    archbench_version: str = ""
+    git_commit: str = ""
+    python_version: str = ""
+    torch_version: str = ""
+    onnxruntime_version: str = ""
+    onnx_version: str = ""
+    triton_version: str = ""
+    os: str = ""
+    hostname: str = ""
+    cpu_model: str = ""
+    cpu_count: int = 0
+    gpu_name: str = ""
+    gpu_driver: str = ""
+    samples_ms: list[float] = field(default_factory=list)
+
+    def key(self) -> tuple:
+        return cell_key(asdict(self))
+
+
+def cell_key(d: dict[str, Any]) -> tuple:
+    """What identifies a cell across runs (used by --resume and compare)."""
+    return (d.get("model"), d.get("knobs") or "", d.get("runtime"), d.get("precision"), d.get("batch"),
+            d.get("device"), d.get("threads"))
+
+
+CSV_FIELDS = [f.name for f in fields(Record) if f.name != "samples_ms"]
+
+
+def from_dict(d: dict[str, Any]) -> Record:
+    known = {f.name for f in fields(Record)}
+    return Record(**{k: v for k, v in d.items() if k in known})
+
+
+def append_jsonl(path: Path, rec: Record) -> None:
+    """Append one record and flush it to disk now: a kill after this line keeps it."""
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.write(json.dumps(asdict(rec)) + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
+    """Records of a JSONL file; a truncated last line (killed mid-write) is skipped."""
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                yield json.loads(line)
+            except json.JSONDecodeError:
+                continue
+
+
+def latest_per_cell(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The last record of each cell, in first-seen order (a resumed run's retry replaces its failure)."""
+    out: dict[tuple, dict[str, Any]] = {}
+    for r in records:
+        out[cell_key(r)] = r
+    return list(out.values())
+
+
+def write_csv(path: Path, records: Iterable[dict[str, Any]]) -> None:
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        w = csv.DictWriter(fh, fieldnames=CSV_FIELDS, extrasaction="ignore")
+        w.writeheader()
+        for r in records:
+            w.writerow(r)

@@ -1,0 +1,249 @@
+"""Runtimes behind one small protocol, chosen by name from ``RUNTIMES``.
+
+    rt = get_runtime("onnxruntime")()
+    rt.prepare(source, precision="fp32", device="cpu", threads=2, workdir=Path("runs/x/artifacts"))
+    native = rt.convert(inputs)      # outside the timed loop: torch tensors -> what rt.run takes
+    out = rt.run(native)             # the timed call; returns torch tensors or numpy arrays
+    rt.outputs(out)                  # -> list of numpy arrays, for fidelity checks
+
+``prepare`` sets ``load_ms`` (build/load the model, or create the session), ``size_bytes`` (the artefact on
+disk) and ``notes``. Every runtime applies ``threads`` to its own intra-op pool and nothing else.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import time
+import warnings
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+
+from bench.sources import ModelSource
+
+_TORCH_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+class UnsupportedCell(Exception):
+    """This runtime cannot run this precision/device here: the cell is *skipped*, not failed."""
+
+
+class Runtime(Protocol):
+    name: str
+    load_ms: float
+    size_bytes: int
+    notes: list[str]
+
+    def prepare(self, src: ModelSource, precision: str, device: str, threads: int, workdir: Path) -> None: ...
+
+    def convert(self, inputs: tuple[torch.Tensor, ...]) -> Any: ...
+
+    def run(self, native_inputs: Any) -> Any: ...
+
+    def outputs(self, out: Any) -> list[np.ndarray]: ...
+
+
+def _flatten(out: Any) -> list[torch.Tensor]:
+    if isinstance(out, torch.Tensor):
+        return [out]
+    if isinstance(out, dict):
+        out = list(out.values())
+    if isinstance(out, (list, tuple)):
+        return [t for o in out for t in _flatten(o)]
+    return []
+
+
+def state_dict_file_bytes(module: torch.nn.Module, path: Path) -> int:
+    """Serialize the state_dict with torch.save and return the file's size."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(module.state_dict(), path)
+    return path.stat().st_size
+
+
+class TorchEager:
+    """PyTorch eager mode under ``torch.inference_mode()`` on CPU or CUDA."""
+
+    name = "torch"
+
+    def __init__(self) -> None:
+        self.load_ms = 0.0
+        self.size_bytes = 0
+        self.notes: list[str] = []
+
+    def _check(self, precision: str, device: str) -> torch.dtype:
+        if precision not in _TORCH_DTYPES:
+            raise UnsupportedCell(f"{self.name} runs {', '.join(_TORCH_DTYPES)}; not {precision}")
+        if device == "cuda" and not torch.cuda.is_available():
+            raise UnsupportedCell("no CUDA device")
+        return _TORCH_DTYPES[precision]
+
+    def prepare(self, src: ModelSource, precision: str, device: str, threads: int, workdir: Path) -> None:
+        dtype = self._check(precision, device)
+        assert src.module is not None
+        self.device = torch.device(device)
+        self.dtype = dtype
+        t = time.perf_counter()
+        self.model = src.module.to(device=self.device, dtype=dtype).eval()
+        self.load_ms += (time.perf_counter() - t) * 1e3
+        self.size_bytes = state_dict_file_bytes(self.model, workdir / f"state_dict_{precision}.pt")
+
+    def convert(self, inputs: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+        return tuple(
+            x.to(self.device, self.dtype) if x.is_floating_point() else x.to(self.device) for x in inputs
+        )
+
+    def run(self, native_inputs: tuple[torch.Tensor, ...]) -> Any:
+        with torch.inference_mode():
+            return self.model(*native_inputs)
+
+    def outputs(self, out: Any) -> list[np.ndarray]:
+        return [t.detach().float().cpu().numpy() for t in _flatten(out)]
+
+
+class TorchCompile(TorchEager):
+    """``torch.compile`` (inductor, default mode). Compilation happens on the first call of each batch size,
+    so it shows up in ``first_inference_ms``, not in the timed loop."""
+
+    name = "torch-compile"
+
+    def prepare(self, src: ModelSource, precision: str, device: str, threads: int, workdir: Path) -> None:
+        super().prepare(src, precision, device, threads, workdir)
+        self.model = torch.compile(self.model, dynamic=False)
+
+
+class OnnxRuntime:
+    """ONNX Runtime on the model exported by ``torch.onnx.export``.
+
+    Export tries the dynamo exporter (dynamic batch dim) and falls back to the legacy TorchScript exporter when it
+    fails. The exported graph is checked against PyTorch on a random input before anything is timed; a
+    disagreement beyond ``1e-3 * max(1, max|y|)`` fails the cell. Torch runs with one thread while exporting, so
+    its pool is never live next to ONNX Runtime's in the measuring process.
+    """
+
+    name = "onnxruntime"
+
+    def __init__(self) -> None:
+        self.load_ms = 0.0
+        self.size_bytes = 0
+        self.notes: list[str] = []
+
+    def prepare(self, src: ModelSource, precision: str, device: str, threads: int, workdir: Path) -> None:
+        import onnxruntime as ort
+
+        if precision != "fp32":
+            raise UnsupportedCell(f"onnxruntime here runs fp32; {precision} is not supported yet")
+        providers = ["CPUExecutionProvider"]
+        if device == "cuda":
+            if "CUDAExecutionProvider" not in ort.get_available_providers():
+                raise UnsupportedCell("onnxruntime has no CUDAExecutionProvider here (install onnxruntime-gpu)")
+            providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+        self.device = device
+        if src.onnx_path is not None:
+            path = src.onnx_path
+        else:
+            torch.set_num_threads(1)
+            path = export_onnx(src, workdir, self.notes)
+            verify_onnx(src, path)
+        from bench.onnx_profile import onnx_files
+
+        self.size_bytes = sum(p.stat().st_size for p in onnx_files(path) if p.exists())
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = threads
+        so.inter_op_num_threads = 1
+        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        t = time.perf_counter()
+        self.session = ort.InferenceSession(str(path), sess_options=so, providers=providers)
+        self.load_ms = (time.perf_counter() - t) * 1e3
+        self.input_names = [i.name for i in self.session.get_inputs()]
+
+    def convert(self, inputs: tuple[torch.Tensor, ...]) -> dict[str, np.ndarray]:
+        return {n: x.cpu().numpy() for n, x in zip(self.input_names, inputs, strict=True)}
+
+    def run(self, native_inputs: dict[str, np.ndarray]) -> Any:
+        return self.session.run(None, native_inputs)
+
+    def outputs(self, out: Any) -> list[np.ndarray]:
+        return [np.asarray(o, dtype=np.float32) for o in out]
+
+
+@contextlib.contextmanager
+def _quiet():
+    """The exporters print progress and warnings; keep them out of the user's terminal (the worker log has it)."""
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
+
+
+def export_onnx(src: ModelSource, workdir: Path, notes: list[str]) -> Path:
+    """Export ``src`` to ``workdir/model.onnx`` (cached) with a dynamic batch dimension."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    path = workdir / "model.onnx"
+    marker = workdir / "exporter.txt"
+    if path.exists() and marker.exists():
+        notes.append(f"onnx export reused ({marker.read_text().strip()})")
+        return path
+    assert src.module is not None
+    model = src.module.float().eval().cpu()
+    example = src.example_inputs(batch=2)  # batch 2, so the exporter cannot specialize the batch dim to 1
+    errors = []
+    try:
+        with _quiet():
+            batch = torch.export.Dim("batch")
+            torch.onnx.export(model, example, str(path), dynamo=True, input_names=["input"],
+                              dynamic_shapes=({0: batch},), external_data=True)
+        marker.write_text("dynamo")
+        notes.append("exported with the dynamo exporter")
+        return path
+    except Exception as e:
+        errors.append(f"dynamo: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+    try:
+        with _quiet():
+            torch.onnx.export(model, example, str(path), dynamo=False, input_names=["input"],
+                              dynamic_axes={"input": {0: "batch"}}, opset_version=17)
+        marker.write_text("legacy (dynamo failed)")
+        notes.append("exported with the legacy exporter: " + errors[0][:200])
+        return path
+    except Exception as e:
+        errors.append(f"legacy: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+    raise RuntimeError("onnx export failed; " + "; ".join(errors))
+
+
+def verify_onnx(src: ModelSource, path: Path, batch: int = 3) -> float:
+    """Run the exported graph and the PyTorch model on one random input; raise when they disagree."""
+    import onnxruntime as ort
+
+    assert src.module is not None
+    x = src.example_inputs(batch=batch, seed=1234)
+    with torch.inference_mode():
+        ref = [t.float().numpy() for t in _flatten(src.module(*x))]
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    sess = ort.InferenceSession(str(path), sess_options=so, providers=["CPUExecutionProvider"])
+    got = sess.run(None, {i.name: t.numpy() for i, t in zip(sess.get_inputs(), x, strict=True)})
+    if len(got) != len(ref):
+        raise RuntimeError(f"exported graph has {len(got)} outputs, PyTorch model {len(ref)}")
+    err = 0.0
+    for r, g in zip(ref, got, strict=True):
+        if r.shape != g.shape:
+            raise RuntimeError(f"exported output shape {g.shape} != PyTorch {r.shape}")
+        e = float(np.max(np.abs(r - g))) if r.size else 0.0
+        tol = 1e-3 * max(1.0, float(np.max(np.abs(r))) if r.size else 1.0)
+        if not e <= tol:
+            raise RuntimeError(f"exported outputs disagree with PyTorch: max abs err {e:.3g} > tol {tol:.3g}")
+        err = max(err, e)
+    return err
+
+
+RUNTIMES: dict[str, type] = {"torch": TorchEager, "torch-compile": TorchCompile, "onnxruntime": OnnxRuntime}
+
+
+def get_runtime(name: str) -> type:
+    try:
+        return RUNTIMES[name]
+    except KeyError:
+        raise ValueError(f"unknown runtime {name!r}; known: {', '.join(RUNTIMES)}") from None

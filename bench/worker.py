@@ -1,0 +1,226 @@
+"""The measuring process: ``python -m bench.worker`` reads one job (JSON) on stdin and writes one JSON line per
+event on its original stdout: ``{"event": "start", "batch": B}`` when a cell begins and
+``{"event": "record", "record": {...}}`` when it ends. Anything the model or a library prints goes to stderr
+(the parent keeps it in a log), so it cannot corrupt the protocol.
+
+A job is one group of cells sharing model, runtime, precision and device: the model is built and the runtime
+prepared once, then each batch size is measured. A cell that raises becomes a failed record and the next goes on;
+a crash, OOM kill or timeout is turned into a failed record by the parent (bench.engine).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+import traceback
+from dataclasses import asdict
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def _one_line(e: BaseException) -> str:
+    msg = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {msg[0] if msg else ''}"[:500]
+
+
+class _Emitter:
+    def __init__(self, fh: Any) -> None:
+        self.fh = fh
+
+    def __call__(self, event: str, **payload: Any) -> None:
+        self.fh.write(json.dumps({"event": event, **payload}) + "\n")
+        self.fh.flush()
+
+
+def run_job(job: dict[str, Any], emit: _Emitter) -> None:
+    import torch
+
+    from bench.env import environment
+    from bench.harness import QUICK, StopRule, measure, peak_rss_mib, reset_peak_rss
+    from bench.record import Record
+    from bench.runtimes import UnsupportedCell, get_runtime
+    from bench.sources import parse_dtype, resolve
+    from bench.stats import summarize, throughput_sps
+
+    threads = int(job["threads"])
+    runtime_name = job["runtime"]
+    # One pool at a time: torch gets the threads unless ONNX Runtime measures here (then torch stays at 1).
+    torch.set_num_threads(1 if runtime_name == "onnxruntime" else threads)
+    try:
+        torch.set_num_interop_threads(1)
+    except RuntimeError:
+        pass
+    rule = StopRule(**job["rule"]) if job.get("rule") else QUICK
+    workdir = Path(job["workdir"])
+    env = environment()
+    base = dict(
+        model=job["model"], runtime=runtime_name, precision=job["precision"], device=job["device"],
+        threads=threads, knobs=json.dumps(job.get("knobs") or {}, sort_keys=True), run_id=job.get("run_id", ""),
+        **env,
+    )
+
+    def new_record(batch: int, **kw: Any) -> Record:
+        ts = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        return Record(batch=batch, timestamp=ts, **base, **kw)
+
+    batches: list[int] = list(job["batches"])
+    try:
+        t = time.perf_counter()
+        shape = tuple(job["input_shape"]) if job.get("input_shape") else None
+        dtype = parse_dtype(job["dtype"]) if job.get("dtype") else None
+        src = resolve(job["model"], job.get("knobs") or {}, shape, dtype, job.get("weights"))
+        build_ms = (time.perf_counter() - t) * 1e3
+        if src.kind == "onnx" and src.input_spec is None:
+            src.input_spec = _onnx_input_spec(src.onnx_path)
+        counts = _static_counts(src, workdir)
+        rt = get_runtime(runtime_name)()
+        # The fp32 PyTorch model's outputs on input set 0 of each batch, for fidelity (before prepare casts it).
+        refs = {b: _reference(src, b) for b in batches}
+        rt.prepare(src, job["precision"], job["device"], threads, workdir)
+        load_ms = rt.load_ms + (build_ms if runtime_name != "onnxruntime" else 0.0)
+    except UnsupportedCell as e:
+        for b in batches:
+            emit("record", record=asdict(new_record(b, status="skipped", error=str(e))))
+        return
+    except Exception as e:
+        print(traceback.format_exc(), file=sys.stderr)
+        for b in batches:
+            emit("record", record=asdict(new_record(b, status="failed", error=f"prepare: {_one_line(e)}")))
+        return
+
+    cuda = job["device"] == "cuda"
+    for b in batches:
+        emit("start", batch=b)
+        spec = src.input_spec.with_batch(b)
+        rec = new_record(
+            b, family=src.family, input_shape="x".join(map(str, spec.shape)),
+            input_dtype=str(spec.dtype).removeprefix("torch."), params=counts.get("params"),
+            size_mib=rt.size_bytes / 2**20, load_ms=load_ms,
+        )
+        if counts.get("macs") is not None:
+            # MACs of a forward scale with the batch (no zoo op mixes samples); counted once at batch 1.
+            rec.macs = counts["macs"] * b
+            rec.flops = 2 * rec.macs
+        try:
+            sets = [rt.convert(src.example_inputs(batch=b, seed=s)) for s in range(job.get("input_sets", 4))]
+            timing = measure(rt.run, sets, rule, cuda=cuda)
+            st = summarize(timing.samples_ms)
+            rec.latency_p50_ms, rec.latency_p90_ms = st.p50_ms, st.p90_ms
+            rec.latency_p95_ms, rec.latency_p99_ms = st.p95_ms, st.p99_ms
+            rec.latency_mean_ms, rec.latency_std_ms = st.mean_ms, st.std_ms
+            rec.latency_min_ms, rec.latency_max_ms, rec.latency_cv = st.min_ms, st.max_ms, st.cv
+            rec.n_samples, rec.stable = st.n, st.stable
+            rec.throughput_sps = throughput_sps(b, st.mean_ms)
+            if rec.flops:
+                rec.achieved_gflops = rec.flops / (st.p50_ms * 1e-3) / 1e9  # FLOPs per forward / p50 seconds
+            rec.first_inference_ms = timing.first_ms
+            rec.warmup_iters, rec.measure_s = timing.warmup_iters, timing.measure_s
+            rec.samples_ms = [round(s, 6) for s in timing.samples_ms]
+            if not st.stable:
+                rec.warning = f"unstable: CV {st.cv:.0%} > 10%; close other programs or use --min-time"
+            # Memory pass, separate from timing: peak RSS over a few calls after resetting the high-water mark.
+            if cuda:
+                torch.cuda.reset_peak_memory_stats()
+            reset_peak_rss()
+            for i in range(3):
+                out = rt.run(sets[i % len(sets)])
+            if cuda:
+                torch.cuda.synchronize()
+                rec.cuda_max_allocated_mib = torch.cuda.max_memory_allocated() / 2**20
+                rec.cuda_max_reserved_mib = torch.cuda.max_memory_reserved() / 2**20
+            rec.peak_rss_mib = peak_rss_mib()
+            ref = refs.get(b)
+            if ref is not None:
+                got = rt.outputs(rt.run(sets[0]))
+                rec.max_abs_err = max(
+                    (float(np.max(np.abs(r - g))) for r, g in zip(ref, got, strict=False) if r.size), default=0.0
+                )
+            del out
+        except Exception as e:
+            print(traceback.format_exc(), file=sys.stderr)
+            rec.status, rec.error = "failed", _one_line(e)
+            if cuda and "out of memory" in str(e).lower():
+                torch.cuda.empty_cache()
+        if rt.notes:
+            rec.warning = "; ".join([*rt.notes, rec.warning]).strip("; ")
+        emit("record", record=asdict(rec))
+
+
+def _reference(src: Any, batch: int) -> list[np.ndarray] | None:
+    """fp32 PyTorch outputs on the same first input set the runtime gets (None for .onnx sources)."""
+    import torch
+
+    from bench.runtimes import _flatten
+
+    if src.module is None:
+        return None
+    with torch.inference_mode():
+        out = src.module(*src.example_inputs(batch=batch, seed=0))
+    return [t.float().cpu().numpy() for t in _flatten(out)]
+
+
+def _static_counts(src: Any, workdir: Path) -> dict[str, Any]:
+    """Params and batch-1 MACs, cached per model in the run's artefact folder (shared by its runtimes)."""
+    path = workdir / "counts.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    workdir.mkdir(parents=True, exist_ok=True)
+    counts: dict[str, Any] = {}
+    if src.module is not None:
+        from bench.profile import count_macs, count_params
+
+        counts["params"] = count_params(src.module)[0]
+        try:
+            counts["macs"] = count_macs(src.module, src.example_inputs(batch=1))
+        except Exception as e:  # a model fvcore cannot trace still gets timed
+            print(f"MAC count failed: {_one_line(e)}", file=sys.stderr)
+    else:
+        from bench.onnx_profile import profile_onnx
+
+        spec = src.input_spec
+        p = profile_onnx(src.onnx_path, spec.with_batch(1).shape if spec else None)
+        counts = {"params": p.params, "macs": p.macs}
+    path.write_text(json.dumps(counts))
+    return counts
+
+
+def _onnx_input_spec(path: Path) -> Any:
+    """An InputSpec from an ONNX graph's single input (symbolic dims -> 1)."""
+    import onnx
+
+    from bench.errors import UsageError
+    from models import InputSpec
+
+    g = onnx.load(str(path), load_external_data=False).graph
+    inits = {t.name for t in g.initializer}
+    ins = [i for i in g.input if i.name not in inits]
+    if len(ins) != 1:
+        raise UsageError(f"{path}: {len(ins)} graph inputs; archbench measures single-input graphs")
+    tt = ins[0].type.tensor_type
+    shape = tuple(d.dim_value if d.HasField("dim_value") else 1 for d in tt.shape.dim)
+    np_dtype = onnx.helper.tensor_dtype_to_np_dtype(tt.elem_type)
+    import torch
+
+    dtype = {np.dtype("float32"): torch.float32, np.dtype("float16"): torch.float16,
+             np.dtype("int64"): torch.int64, np.dtype("int32"): torch.int32}.get(np.dtype(np_dtype), torch.float32)
+    return InputSpec(shape, dtype, None if dtype.is_floating_point else 2)
+
+
+def main() -> None:
+    # Keep the protocol on the original stdout; send everything else (prints, C-level output) to stderr.
+    proto = os.fdopen(os.dup(1), "w", buffering=1)
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    job = json.loads(sys.stdin.read())
+    if job.get("cwd"):
+        sys.path.insert(0, job["cwd"])  # user factories import like they did in the parent's directory
+    run_job(job, _Emitter(proto))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,131 @@
+"""A small timm-style model registry.
+
+    @register_model
+    def resnet_s(width: float = 1.0, ...) -> ResNet: ...
+
+    create_model("resnet_s", width=0.5)      # -> nn.Module with .input_spec
+    list_models("vit*")                      # fnmatch, natural sort
+
+The family of a model is the name of the module that registers it (``models.resnet`` -> ``resnet``).
+The knobs of a model are the keyword parameters of its builder, with their defaults.
+"""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+import inspect
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """The example input a model states from its knobs.
+
+    shape: full shape, batch dimension first (shape[0] is the default batch, 1).
+    dtype: torch dtype of the tensor.
+    high:  for integer inputs (token ids), values are drawn from [0, high); None for float inputs.
+    """
+
+    shape: tuple[int, ...]
+    dtype: torch.dtype = torch.float32
+    high: int | None = None
+
+    def with_batch(self, batch: int) -> InputSpec:
+        return InputSpec((batch, *self.shape[1:]), self.dtype, self.high)
+
+    def make(
+        self,
+        batch: int | None = None,
+        generator: torch.Generator | None = None,
+        device: str | torch.device = "cpu",
+    ) -> torch.Tensor:
+        """A random tensor of this spec (never all zeros: normal floats, uniform ints in [0, high))."""
+        shape = self.shape if batch is None else (batch, *self.shape[1:])
+        if self.dtype.is_floating_point:
+            x = torch.randn(shape, generator=generator, dtype=torch.float32)
+            return x.to(device=device, dtype=self.dtype)
+        high = self.high if self.high is not None else 2
+        return torch.randint(0, high, shape, generator=generator, dtype=self.dtype).to(device)
+
+    def describe(self) -> str:
+        dims = "x".join(str(d) for d in self.shape)
+        dt = str(self.dtype).removeprefix("torch.")
+        return f"{dims} {dt}" + (f" [0,{self.high})" if self.high is not None else "")
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    name: str
+    family: str
+    fn: Callable[..., nn.Module]
+    knobs: dict[str, Any] = field(default_factory=dict)  # knob name -> default value
+    doc: str = ""
+
+
+_REGISTRY: dict[str, ModelEntry] = {}
+
+
+def register_model(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+    """Register a builder under its function name; its keyword parameters are the model's knobs."""
+    name = fn.__name__
+    if name in _REGISTRY:
+        raise ValueError(f"model {name!r} is registered twice")
+    family = fn.__module__.rsplit(".", 1)[-1]
+    knobs = {
+        p.name: p.default
+        for p in inspect.signature(fn).parameters.values()
+        if p.default is not inspect.Parameter.empty
+    }
+    doc = (inspect.getdoc(fn) or "").split("\n", 1)[0]
+    _REGISTRY[name] = ModelEntry(name, family, fn, knobs, doc)
+    return fn
+
+
+def _natural_key(s: str) -> list[Any]:
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", s)]
+
+
+def _ensure_loaded() -> None:
+    # Importing the package registers every zoo family (models/__init__.py imports them).
+    import models  # noqa: F401
+
+
+def list_models(pattern: str = "*") -> list[str]:
+    """Registered model names matching an fnmatch ``pattern``, in natural order (vgg_s before vgg_10)."""
+    _ensure_loaded()
+    return sorted((n for n in _REGISTRY if fnmatch.fnmatchcase(n, pattern)), key=_natural_key)
+
+
+def close_matches(name: str, n: int = 3) -> list[str]:
+    _ensure_loaded()
+    return difflib.get_close_matches(name, list(_REGISTRY), n=n, cutoff=0.5)
+
+
+def get_entry(name: str) -> ModelEntry:
+    """The registry entry of ``name``; an unknown name raises ValueError naming close matches."""
+    _ensure_loaded()
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        hint = close_matches(name)
+        msg = f"unknown model {name!r}"
+        msg += f"; did you mean {', '.join(hint)}?" if hint else "; see `archbench list`"
+        raise ValueError(msg) from None
+
+
+def create_model(name: str, **knobs: Any) -> nn.Module:
+    """Build a registered model. Unknown knobs raise ValueError listing the model's knobs."""
+    entry = get_entry(name)
+    unknown = sorted(set(knobs) - set(entry.knobs))
+    if unknown:
+        raise ValueError(
+            f"model {name!r} has no knob {', '.join(unknown)}; its knobs are: {', '.join(entry.knobs)}"
+        )
+    return entry.fn(**knobs)
