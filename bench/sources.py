@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,13 +34,13 @@ DTYPES = {
 
 def parse_shape(text: str) -> tuple[int, ...]:
     """``"1,3,224,224"`` (or ``1x3x224x224``) -> ``(1, 3, 224, 224)``; raises UsageError when malformed."""
-    parts = [p.strip() for p in text.replace("x", ",").split(",") if p.strip()]
-    try:
-        shape = tuple(int(p) for p in parts)
-    except ValueError:
-        raise UsageError(f"bad --input-shape {text!r}: expected comma-separated positive integers, e.g. 1,3,224,224") from None
-    if not shape or any(d <= 0 for d in shape):
-        raise UsageError(f"bad --input-shape {text!r}: expected comma-separated positive integers, e.g. 1,3,224,224")
+    msg = f"bad --input-shape {text!r}: expected comma-separated positive integers, e.g. 1,3,224,224"
+    parts = [p.strip() for p in re.split(r"[,x]", text.strip())]
+    if not parts or not all(p.isdigit() for p in parts):
+        raise UsageError(msg)
+    shape = tuple(int(p) for p in parts)
+    if any(d <= 0 for d in shape):
+        raise UsageError(msg)
     return shape
 
 

@@ -10,6 +10,7 @@ a crash, OOM kill or timeout is turned into a failed record by the parent (bench
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import sys
@@ -79,8 +80,11 @@ def run_job(job: dict[str, Any], emit: _Emitter) -> None:
             src.input_spec = _onnx_input_spec(src.onnx_path)
         counts = _static_counts(src, workdir)
         rt = get_runtime(runtime_name)()
-        # The fp32 PyTorch model's outputs on input set 0 of each batch, for fidelity (before prepare casts it).
-        refs = {b: _reference(src, b) for b in batches}
+        # The fp32 PyTorch model is the reference for fidelity. torch at fp32 *is* the reference; a cast
+        # (fp16/bf16) happens in place in prepare, so keep an fp32 copy for that case.
+        ref_model = None
+        if src.module is not None and not (runtime_name == "torch" and job["precision"] == "fp32"):
+            ref_model = copy.deepcopy(src.module) if job["precision"] != "fp32" else src.module
         rt.prepare(src, job["precision"], job["device"], threads, workdir)
         load_ms = rt.load_ms + (build_ms if runtime_name != "onnxruntime" else 0.0)
     except UnsupportedCell as e:
@@ -134,7 +138,7 @@ def run_job(job: dict[str, Any], emit: _Emitter) -> None:
                 rec.cuda_max_allocated_mib = torch.cuda.max_memory_allocated() / 2**20
                 rec.cuda_max_reserved_mib = torch.cuda.max_memory_reserved() / 2**20
             rec.peak_rss_mib = peak_rss_mib()
-            ref = refs.get(b)
+            ref = _reference(ref_model, src, b) if ref_model is not None else None
             if ref is not None:
                 got = rt.outputs(rt.run(sets[0]))
                 rec.max_abs_err = max(
@@ -151,16 +155,14 @@ def run_job(job: dict[str, Any], emit: _Emitter) -> None:
         emit("record", record=asdict(rec))
 
 
-def _reference(src: Any, batch: int) -> list[np.ndarray] | None:
-    """fp32 PyTorch outputs on the same first input set the runtime gets (None for .onnx sources)."""
+def _reference(model: Any, src: Any, batch: int) -> list[np.ndarray]:
+    """fp32 PyTorch outputs on the same first input set (seed 0) the runtime gets."""
     import torch
 
     from bench.runtimes import _flatten
 
-    if src.module is None:
-        return None
     with torch.inference_mode():
-        out = src.module(*src.example_inputs(batch=batch, seed=0))
+        out = model(*src.example_inputs(batch=batch, seed=0))
     return [t.float().cpu().numpy() for t in _flatten(out)]
 
 

@@ -1,0 +1,20 @@
+"""Helpers shared by tests (not fixtures of a framework, just functions)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+
+def export_small_onnx(folder: Path) -> Path:
+    """Export userfactories' small conv net (input 1x3x20x20) with the legacy exporter (fast, one file)."""
+    from userfactories import good
+
+    path = folder / "small.onnx"
+    torch.onnx.export(good().eval(), (torch.randn(1, 3, 20, 20),), str(path), dynamo=False,
+                      input_names=["input"], dynamic_axes={"input": {0: "batch"}})
+    return path
