@@ -111,7 +111,6 @@ def test_profile_user_factory_with_input_shape(capsys: pytest.CaptureFixture[str
 
 def test_profile_onnx_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     import torch
-
     from tests_helpers import export_small_onnx
 
     path = export_small_onnx(tmp_path)
