@@ -131,7 +131,7 @@ def _print_profile_text(p, fmt: str) -> None:
     unc = p.uncounted
     if unc:
         timed = any(r.time_share is not None for r in unc)
-        lines.append("  uncounted ops (no MACs by definition" + ("; share of one CPU forward's time)" if timed else ")"))
+        lines.append("  uncounted ops (no MACs by definition" + ("; share of CPU forward time)" if timed else ")"))
         for r in unc:
             share = f"{pct(r.time_share):>7}" if r.time_share is not None else "      -"
             lines.append(f"    {r.op:<32} {r.calls:>5} calls  {share}")

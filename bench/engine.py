@@ -153,6 +153,7 @@ def run_group(spec: RunSpec, g: Group, run_id: str, on_record: OnRecord) -> None
         sel = selectors.DefaultSelector()
         sel.register(proc.stdout, selectors.EVENT_READ)
         current = remaining[0]
+        started = False  # did the worker get past building the model and preparing the runtime?
         deadline = time.monotonic() + spec.timeout_s
         buf = b""
         reason = ""
@@ -175,9 +176,11 @@ def run_group(spec: RunSpec, g: Group, run_id: str, on_record: OnRecord) -> None
                     except json.JSONDecodeError:
                         continue
                     if msg.get("event") == "start":
+                        started = True
                         current = int(msg["batch"])
                         deadline = time.monotonic() + spec.timeout_s
                     elif msg.get("event") == "record":
+                        started = True
                         rec = Record(**msg["record"])
                         if rec.batch in remaining:
                             remaining.remove(rec.batch)
@@ -194,8 +197,13 @@ def run_group(spec: RunSpec, g: Group, run_id: str, on_record: OnRecord) -> None
         if remaining:
             if not reason:
                 reason = _describe_exit(proc.returncode, _tail(log_path))
-            remaining.remove(current) if current in remaining else remaining.pop(0)
-            on_record(_failed(spec, g, current, f"{reason} (log: {log_path})", run_id))
+            # A worker lost while preparing (build, export, session) would be lost again for every cell:
+            # fail them all with the reason. Lost while measuring a cell: fail that cell, retry the rest.
+            lost = [current] if started and current in remaining else list(remaining)
+            for b in lost:
+                remaining.remove(b)
+                where = "" if started else " while preparing the model"
+                on_record(_failed(spec, g, b, f"{reason}{where} (log: {log_path})", run_id))
 
 
 def _kill(proc: subprocess.Popen) -> None:

@@ -6,7 +6,7 @@ Conventions (also stated in the README):
   depthwise included), linear / matmul / bmm / einsum, scaled-dot-product attention (QK^T and AV, the full
   N x N square even when causal, as FlashAttention's papers and FlopCounterMode do) and LSTM/GRU/RNN gate
   matmuls. Normalization, activations, softmax, pooling and elementwise ops have no MACs by this definition;
-  they are listed as *uncounted* with their share of one CPU forward's time, so you can see what MACs miss.
+  they are listed as *uncounted* with their share of CPU forward time, so you can see what MACs miss.
 - **FLOPs** = 2 x MACs (one multiply + one add), the convention of FlopCounterMode and most papers' "FLOPs".
 
 MACs come from fvcore's JIT-trace analysis with handles added for the ops it lacks (attention, RNNs); the total is
@@ -107,6 +107,9 @@ _SHAPE_OPS = {
     "aten::__getitem__", "aten::list", "aten::tensor", "aten::as_strided", "aten::view_as", "aten::feature_dropout",
     "aten::eq", "aten::ne", "aten::floor_divide", "aten::floordiv", "aten::mul_scalar", "aten::item",
 }
+
+# fvcore's handles name their counts ("conv"); the aten op the profiler sees under that name.
+_TRACE_NAME = {"conv": "aten::_convolution"}
 
 # ---------------------------------------------------------------------------------------------------------------
 
@@ -215,18 +218,24 @@ def _quiet_stderr():
 
 
 def _op_times(model: nn.Module, inputs: tuple[torch.Tensor, ...]) -> tuple[dict[str, float], dict[str, int]]:
-    """Inclusive CPU time share and call count of every aten op in one eager forward (after one warm-up)."""
+    """Inclusive CPU time share and calls per forward of every aten op, over 1-10 eager forwards (~0.5 s)."""
+    import time
+
     from torch.profiler import ProfilerActivity, profile
 
     with torch.inference_mode():
+        model(*inputs)  # warm-up: lazy init, allocator
+        t = time.perf_counter()
         model(*inputs)
+        reps = max(1, min(10, int(0.5 / max(time.perf_counter() - t, 1e-6))))
         with _quiet_stderr(), profile(activities=[ProfilerActivity.CPU]) as prof:
-            model(*inputs)
+            for _ in range(reps):
+                model(*inputs)
     events = prof.key_averages()
-    # The forward's CPU time is the sum of self times of every event recorded.
+    # The forwards' CPU time is the sum of self times of every event recorded.
     total = sum(e.self_cpu_time_total for e in events) or 1.0
     shares = {e.key: e.cpu_time_total / total for e in events}
-    calls = {e.key: e.count for e in events}
+    calls = {e.key: e.count // reps for e in events}
     return shares, calls
 
 
@@ -274,11 +283,16 @@ def profile_module(
 
     shares, calls = _op_times(model, inputs) if time_ops else ({}, {})
     rows: list[OpRow] = []
+    def share(op: str) -> float | None:
+        # Eager runs the in-place variant (relu_, add_) where the trace may name the out-of-place one.
+        found = [shares[k] for k in (op, op + "_", op.rstrip("_")) if k in shares]
+        return sum(dict.fromkeys(found)) if found else (0.0 if shares else None)
+
     for op, m in sorted(by_op_macs.items(), key=lambda kv: -kv[1]):
-        key = "aten::" + op
-        rows.append(OpRow(op, calls.get(key, 0), m, shares.get(key)))
-    for op, n in sorted(unsupported.items(), key=lambda kv: -(shares.get(kv[0]) or 0)):
-        rows.append(OpRow(op.removeprefix("aten::"), n, None, shares.get(op)))
+        key = _TRACE_NAME.get(op, "aten::" + op)
+        rows.append(OpRow(op, calls.get(key, 0), m, share(key)))
+    for op, n in sorted(unsupported.items(), key=lambda kv: -(share(kv[0]) or 0)):
+        rows.append(OpRow(op.removeprefix("aten::"), n, None, share(op)))
 
     module_types = dict(model.named_modules())
     mod_params: dict[str, int] = defaultdict(int)
