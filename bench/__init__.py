@@ -1,0 +1,1 @@
+"""archbench engine and CLI: profile, run, check, report. See README.md."""
