@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
@@ -14,12 +15,17 @@ from bench.formatting import FORMATS, human, pct, render
 
 EPILOG = """examples:
   archbench list                                  the zoo: name, family, params, default input, knobs
-  archbench list 'vit*'
   archbench profile resnet_s                      params, size, MACs, FLOPs, uncounted ops
-  archbench profile llama_tiny --seq-len 1024 --by module
-  archbench profile vit_tiny --by operator --format csv
   archbench profile mypkg.nets:build --input-shape 1,3,160,160
-  archbench profile exported.onnx
+  archbench run                                   the default zoo on CPU: torch eager vs ONNX Runtime
+  archbench run resnet_s mobilenet_s --precision fp32,int8-dynamic --budget "p95_ms<=20, size_mib<=30"
+  archbench run vit_s --mode train --batch 8,32
+  archbench check runs/x --budget budgets/edge.toml
+  archbench pick runs/x --budget budgets/edge.toml --objective size_mib
+  archbench sweep resnet_s --width 0.25,0.5,1 --budget budgets/edge.toml
+  archbench report runs/x --out review/           report.md, CSV, JSON and plots
+  archbench compare runs/base runs/new --fail-on "p95_ms:+10%"
+  archbench kernels --quick                       fused Triton kernels vs PyTorch (GPU; interpreter checks on CPU)
 
 exit codes: 0 ok, 1 a check failed, 2 bad input (one line on stderr; --debug for the traceback)"""
 
@@ -116,7 +122,8 @@ def _print_profile_text(p, fmt: str) -> None:
     lines = [
         f"{p.model}   input {p.input}",
         f"  params        {p.params:,} (trainable {p.trainable_params:,})",
-        f"  size          {p.state_dict_bytes / 2**20:.2f} MiB fp32 state_dict, {p.file_bytes / 2**20:.2f} MiB on disk",
+        f"  size          {human(p.state_dict_bytes, 'B', binary=True)} fp32 state_dict, "
+        f"{human(p.file_bytes, 'B', binary=True)} on disk",
         f"  MACs          {human(p.macs)}   multiply-accumulates of conv / linear / matmul / attention / RNN gates",
         f"  FLOPs         {human(p.flops)}   = 2 x MACs",
     ]
@@ -228,7 +235,8 @@ def spec_from_args(args: argparse.Namespace):
                 get_entry(m)
             except ValueError as e:
                 raise UsageError(str(e)) from None
-    runtimes = _csv_list(args.runtime, what="runtime")
+    train_mode = getattr(args, "mode", None) == "train"  # training runs torch only unless --runtime says more
+    runtimes = _csv_list(args.runtime or ("torch" if train_mode else "torch,onnxruntime"), what="runtime")
     for rt in runtimes:
         if rt not in RUNTIMES:
             raise UsageError(f"unknown runtime {rt!r}; known: {', '.join(RUNTIMES)}")
@@ -254,7 +262,11 @@ def spec_from_args(args: argparse.Namespace):
     from datetime import datetime
 
     out = Path(args.out) if args.out else Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S")
+    from bench import trainopts
+
+    mode, train = trainopts.from_args(args, models, runtimes)
     return RunSpec(
+        mode=mode, train=train,
         models=models, out=out, runtimes=runtimes, precisions=precisions, batches=batches, device=args.device,
         threads=args.threads or 0, knobs=knobs_from_args(args),
         input_shape=parse_shape(args.input_shape) if args.input_shape else None, dtype=args.dtype,
@@ -270,6 +282,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     from bench.report import TABLE_COLS, table_rows, write_reports
 
     spec = spec_from_args(args)
+    from bench import budget_cli
+
+    budget = budget_cli.budget_from_args(args)  # a malformed budget is exit 2 before any cell runs
+    budget_cli.check_precisions(args.precision)
+    spec.options = budget_cli.options_from_args(args)
     if (spec.out / "records.jsonl").exists() and not spec.resume:
         raise UsageError(f"{spec.out / 'records.jsonl'} exists; pass --resume to continue it or choose another --out")
     if spec.device == "cuda":
@@ -282,10 +299,16 @@ def cmd_run(args: argparse.Namespace) -> int:
           f"{', '.join(spec.precisions)} x batch {','.join(map(str, spec.batches))}) on {spec.device}, "
           f"{spec.resolved_threads()} threads -> {spec.out}", file=sys.stderr)
     bar = _progress(n_cells)
+    if spec.train.get("find_max_batch"):  # trials per group are not known in advance: no total, no bar
+        print(f"archbench run: --find-max-batch, {spec.mode} mode: one search per model x runtime x precision, "
+              f"starting at batch {min(spec.batches)}", file=sys.stderr)
+        bar = lambda msg, i, n: print(f"[{i}] {msg}", file=sys.stderr, flush=True)  # noqa: E731
 
     def progress(rec: Any, i: int, total: int) -> None:
         mark = "ok" if rec.status == "ok" else rec.status.upper()
-        bar(f"{rec.model} {rec.runtime} {rec.precision} b{rec.batch}: {mark}", i, total)
+        what = "" if rec.mode == "infer" else f" {rec.mode}" + (f" (max batch {rec.max_batch})"
+                                                               if rec.max_batch is not None else "")
+        bar(f"{rec.model} {rec.runtime} {rec.precision} b{rec.batch}{what}: {mark}", i, total)
 
     interrupted = False
     try:
@@ -303,9 +326,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"{w['model']} b{w['batch']} {w['precision']}: {w['fastest']} is {w['speedup']:.2f}x faster than "
               f"{w['runner_up']}")
     print(f"wrote {jsonl}, " + ", ".join(str(p) for p in paths), file=sys.stderr)
+    budget_rc = budget_cli.judge_and_report(spec.out, records, budget, args) if budget and records else 0
     if interrupted:
         return 130
-    return 1 if any(r.get("status") == "failed" for r in records) else 0
+    if budget_rc:
+        return budget_rc
+    # A max-batch trial that ran out of memory is how the search works, not a failed cell.
+    return 1 if any(r.get("status") == "failed" and r.get("mode") != "maxbatch-trial" for r in records) else 0
 
 
 def _progress(total: int) -> Callable[[str, int, int], None]:
@@ -370,12 +397,21 @@ def build_parser() -> argparse.ArgumentParser:
                "  archbench run resnet_s vit_s --runtime torch,onnxruntime --batch 1,8,32 --threads 2\n"
                "  archbench run llama_tiny --runtime torch-compile --device cuda\n"
                "  archbench run mypkg.nets:build --input-shape 1,3,224,224 --out results/mynet\n"
-               "  archbench run --out runs/x --resume  continue an interrupted run, skipping finished cells\n\n"
-               "exit codes: 0 all cells ok or skipped, 1 some cell failed, 2 bad input, 130 interrupted")
+               "  archbench run --out runs/x --resume  continue an interrupted run, skipping finished cells\n"
+               "  archbench run resnet_s vit_s --mode train --batch 8,32 --optimizer adamw   training steps\n"
+               "  archbench run mlp_m --mode train --find-max-batch --mem-cap-mib 2048    largest batch that fits\n"
+               "  archbench run resnet_s mobilenet_s --precision fp32,int8-dynamic,int8-static "
+               "--budget budgets/edge.toml\n"
+               "  archbench run llama_tiny --precision fp32,int8-static --calibration mypkg.data:calib "
+               "--metric-hook mypkg.eval:acc \\\n      --budget \"p95_ms<=5, task_metric_drop<=1\"\n\n"
+               "exit codes: 0 all cells ok or skipped (and no budget FAIL), 1 some cell failed or a budget FAIL/ERROR "
+               "(INCONCLUSIVE too with --strict), 2 bad input, 130 interrupted")
     p.add_argument("models", nargs="*", help=f"zoo names, pkg.module:factory or .onnx files "
                    f"(default: {' '.join(DEFAULT_ZOO)})")
-    p.add_argument("--runtime", default="torch,onnxruntime", help="comma list: torch, torch-compile, onnxruntime")
-    p.add_argument("--precision", default="fp32", help="comma list: fp32, fp16, bf16 (default fp32)")
+    p.add_argument("--runtime", default=None, help="comma list: torch, torch-compile, onnxruntime "
+                   "(default torch,onnxruntime; --mode train: torch)")
+    p.add_argument("--precision", default="fp32",
+                   help="comma list: fp32, fp16, bf16, int8-dynamic, int8-static (default fp32)")
     p.add_argument("--batch", default="1", help="comma list of batch sizes (default 1)")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     p.add_argument("--threads", type=int, default=None, help="intra-op threads for every runtime (default: all CPUs)")
@@ -386,24 +422,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-iters", type=int, default=None, help="timed calls per cell at least (default 20)")
     p.add_argument("--warmup", type=int, default=None, help="warm-up calls at least (default 3)")
     add_model_options(p)
+    from bench import trainopts
+
+    trainopts.add_arguments(p)
+    from bench import budget_cli
+
+    budget_cli.add_budget_arguments(p)
+    budget_cli.add_variant_arguments(p)
     p.set_defaults(func=cmd_run)
 
-    _add_optional_commands(sub)
+    _add_module_commands(sub)
     return parser
 
 
-def _add_optional_commands(sub: Any) -> None:
-    """Subcommands whose engines live in their own modules (each exposes add_arguments and run)."""
+def _add_module_commands(sub: Any) -> None:
+    """Subcommands that live in their own modules (each exposes add_arguments, run and an EPILOG of examples).
+    The modules import nothing heavy at top level, so `archbench --help` stays fast."""
     import importlib
 
     table: list[tuple[str, str, str]] = [
         ("kernels", "bench.kernelbench", "microbenchmark and check the fused Triton kernels"),
+        ("report", "bench.cmd_report", "markdown, CSV, JSON and plots from runs' records, across machines"),
+        ("compare", "bench.cmd_compare", "compare two runs cell by cell, with significance tests and --fail-on"),
+        ("check", "bench.cmd_check", "judge recorded cells against a budget: PASS / FAIL / INCONCLUSIVE"),
+        ("pick", "bench.cmd_pick", "the best record that passes a budget, the Pareto front, int8/dominated flags"),
+        ("sweep", "bench.cmd_sweep", "measure knob variants of a model and report the smallest that passes"),
     ]
     for name, module, help_text in table:
-        try:
-            mod = importlib.import_module(module)
-        except ImportError:
-            continue
+        mod = importlib.import_module(module)
         p = sub.add_parser(name, help=help_text, formatter_class=argparse.RawDescriptionHelpFormatter,
                            epilog=getattr(mod, "EPILOG", None))
         mod.add_arguments(p)
@@ -427,6 +473,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("archbench: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `archbench ... | head`: the reader left; not an error of ours
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

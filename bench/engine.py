@@ -49,6 +49,13 @@ class RunSpec:
     timeout_s: float = DEFAULT_TIMEOUT_S  # per cell, from the moment the worker starts it (or starts up)
     resume: bool = False
     input_sets: int = 4
+    # Worker options that do not identify a cell: fidelity_samples, calibration, calib_batches, metric_hook...
+    # (see bench.worker's docstring).
+    options: dict[str, Any] = field(default_factory=dict)
+    # "infer" (forward only) or "train" (bench.train: one training step per call). Part of the cell's identity.
+    mode: str = "infer"
+    # mode train: optimizer, train_samples, mem_cap_mib, find_max_batch, max_batch_limit (bench.train, bench.maxbatch)
+    train: dict[str, Any] = field(default_factory=dict)
 
     def resolved_threads(self) -> int:
         return self.threads or os.cpu_count() or 1
@@ -75,7 +82,8 @@ def plan(spec: RunSpec, done: set[tuple] | None = None) -> list[Group]:
     for m in spec.models:
         for rt in spec.runtimes:
             for p in spec.precisions:
-                todo = tuple(b for b in spec.batches if (m, knobs, rt, p, b, spec.device, threads) not in done)
+                todo = tuple(b for b in spec.batches
+                             if (m, knobs, rt, p, b, spec.device, threads, spec.mode) not in done)
                 if todo:
                     groups.append(Group(m, rt, p, todo))
     return groups
@@ -95,6 +103,7 @@ def _job(spec: RunSpec, g: Group, batches: tuple[int, ...], run_id: str) -> dict
         "threads": spec.resolved_threads(), "batches": list(batches), "knobs": spec.knobs,
         "input_shape": list(spec.input_shape) if spec.input_shape else None, "dtype": spec.dtype,
         "weights": spec.weights, "rule": asdict(spec.rule), "input_sets": spec.input_sets, "run_id": run_id,
+        "options": spec.options, "mode": spec.mode, "train": spec.train,
         "workdir": str(spec.out / "artifacts" / (_slug(g.model) + knob_slug)), "cwd": os.getcwd(),
     }
 
@@ -103,7 +112,8 @@ def _failed(spec: RunSpec, g: Group, batch: int, error: str, run_id: str) -> Rec
     env = environment()
     return Record(
         model=g.model, runtime=g.runtime, precision=g.precision, batch=batch, device=spec.device,
-        threads=spec.resolved_threads(), status="failed", error=error,
+        threads=spec.resolved_threads(), status="failed", error=error, mode=spec.mode,
+        optimizer=spec.train.get("optimizer", "") if spec.mode != "infer" else "",
         knobs=json.dumps(spec.knobs, sort_keys=True), run_id=run_id,
         timestamp=datetime.now(timezone.utc).isoformat(timespec="seconds"), **env,
     )
@@ -231,6 +241,11 @@ def run(spec: RunSpec, progress: Callable[[Record, int, int], None] | None = Non
         if progress:
             progress(rec, len(records), total)
 
+    if spec.mode == "train" and spec.train.get("find_max_batch"):
+        from bench.maxbatch import search_groups
+
+        search_groups(spec, run_id, on_record)  # its own groups: the batches are what it searches for
+        return records
     for g in groups:
         run_group(spec, g, run_id, on_record)
     return records

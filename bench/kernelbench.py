@@ -768,3 +768,12 @@ def interpreter_checks(kernels: Sequence[str], quick: bool) -> list[dict[str, An
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+EPILOG = """examples:
+  archbench kernels --quick                       short sweep (on a GPU); interpreter correctness checks on CPU
+  archbench kernels --kernels attention --backward --out results/kernels
+  archbench kernels --dtype fp16 --no-compile
+
+On a machine without a CUDA GPU the kernels run under the Triton interpreter for correctness only:
+timings there mean nothing. exit codes: 0 ok, 1 a Triton kernel failed or mismatched, 2 bad input"""

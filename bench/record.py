@@ -23,7 +23,7 @@ class Record:
     # --- identity of the cell
     model: str  # zoo name, pkg.module:factory or file.onnx, as given
     runtime: str  # torch | torch-compile | onnxruntime
-    precision: str  # fp32 | fp16 | bf16 | ...
+    precision: str  # fp32 | fp16 | bf16 | int8-dynamic | int8-static (bench.quantize)
     batch: int
     device: str  # cpu | cuda
     threads: int  # intra-op threads of the runtime that measured (torch and onnxruntime alike)
@@ -33,6 +33,7 @@ class Record:
     knobs: str = ""  # JSON of the builder keywords given
     input_shape: str = ""  # e.g. 8x3x128x128
     input_dtype: str = ""
+    quant_method: str = ""  # int8 variants: how they were made (tool, format, dtypes, calibration, int8 nodes)
     # --- static counts (per sample: MACs/FLOPs of a batch-1 forward x batch)
     params: int | None = None
     macs: int | None = None  # multiply-accumulates of one forward at this batch
@@ -59,12 +60,33 @@ class Record:
     peak_rss_mib: float | None = None  # worker's peak resident memory during a separate inference pass
     cuda_max_allocated_mib: float | None = None
     cuda_max_reserved_mib: float | None = None
-    # --- fidelity vs the torch fp32 model on the same inputs
-    max_abs_err: float | None = None
+    # --- fidelity vs the torch fp32 model on the same inputs (bench.fidelity: definitions there)
+    max_abs_err: float | None = None  # max |ref - out| over every fidelity input set
+    top1_agree: float | None = None  # argmax agreement over the last dim; logits outputs (B, C) / (B, N, V) only
+    top1_rows: int | None = None  # rows (samples, or tokens for LMs) top1_agree rests on
+    cosine: float | None = None  # worst input set's cosine similarity of the flattened outputs
+    sqnr_db: float | None = None  # 10 log10(sum ref^2 / sum err^2) pooled over sets; inf when identical
+    fidelity_sets: int | None = None  # input sets compared (the timing sets plus more to reach --fidelity-samples)
+    task_metric: float | None = None  # the --metric-hook's value for this cell (higher is better)
     # --- harness
     warmup_iters: int | None = None
     measure_s: float | None = None  # wall time of the timed loop
     warning: str = ""
+    # --- training (bench.train; mode train: latency_* = one training step, throughput_sps = batch / mean step)
+    mode: str = "infer"  # infer | train | maxbatch-trial (one memory-only trial of --find-max-batch)
+    optimizer: str = ""  # sgd | adamw (mode train)
+    loss_fn: str = ""  # next-token-cross-entropy | cross-entropy | mse (random targets; see bench.train)
+    train_peak_mem_mib: float | None = None  # CPU: worker peak RSS; CUDA: max_memory_allocated; over a step
+    train_mem_baseline_mib: float | None = None  # before the model was built (interpreter, libraries)
+    param_mib: float | None = None  # exact: numel x element_size of the parameters
+    grad_mib: float | None = None  # exact: of the gradients
+    optimizer_state_mib: float | None = None  # exact: of the optimizer's state tensors
+    activation_mib: float | None = None  # estimate: peak - baseline - params - grads - optimizer state
+    activation_mib_per_sample: float | None = None  # activation_mib / batch
+    train_samples: int | None = None  # --train-samples x --epochs
+    time_to_train_s: float | None = None  # train_samples / throughput_sps (steady state, no data loading)
+    max_batch: int | None = None  # --find-max-batch: largest batch that fit (0: none)
+    mem_cap_mib: float | None = None  # memory cap the cell ran under (CPU: RSS; CUDA: allocator)
     # --- provenance
     schema_version: int = SCHEMA_VERSION
     run_id: str = ""
@@ -91,7 +113,7 @@ class Record:
 def cell_key(d: dict[str, Any]) -> tuple:
     """What identifies a cell across runs (used by --resume and compare)."""
     return (d.get("model"), d.get("knobs") or "", d.get("runtime"), d.get("precision"), d.get("batch"),
-            d.get("device"), d.get("threads"))
+            d.get("device"), d.get("threads"), d.get("mode") or "infer")
 
 
 CSV_FIELDS = [f.name for f in fields(Record) if f.name != "samples_ms"]

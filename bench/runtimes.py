@@ -7,7 +7,9 @@
     rt.outputs(out)                  # -> list of numpy arrays, for fidelity checks
 
 ``prepare`` sets ``load_ms`` (build/load the model, or create the session), ``size_bytes`` (the artefact on
-disk) and ``notes``. Every runtime applies ``threads`` to its own intra-op pool and nothing else.
+disk), ``notes`` and, for int8 variants, ``quant_method`` (how the variant was made; see bench.quantize for the
+precisions each runtime runs). Every runtime applies ``threads`` to its own intra-op pool and nothing else.
+A precision/device a runtime cannot run raises ``UnsupportedCell``: the cell is recorded as skipped, with why.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
+from bench.quantize import QuantConfig
 from bench.sources import ModelSource
 
 _TORCH_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -36,8 +39,10 @@ class Runtime(Protocol):
     load_ms: float
     size_bytes: int
     notes: list[str]
+    quant_method: str
 
-    def prepare(self, src: ModelSource, precision: str, device: str, threads: int, workdir: Path) -> None: ...
+    def prepare(self, src: ModelSource, precision: str, device: str, threads: int, workdir: Path,
+                quant: QuantConfig | None = None) -> None: ...
 
     def convert(self, inputs: tuple[torch.Tensor, ...]) -> Any: ...
 
@@ -72,21 +77,43 @@ class TorchEager:
         self.load_ms = 0.0
         self.size_bytes = 0
         self.notes: list[str] = []
+        self.quant_method = ""
 
     def _check(self, precision: str, device: str) -> torch.dtype:
+        if precision == "int8-static":
+            raise UnsupportedCell(f"{self.name} int8-static needs QuantStub edits or the PT2E/torchao flow; "
+                                  "use --runtime onnxruntime for int8-static")
+        if precision == "int8-dynamic":
+            if device != "cpu":
+                raise UnsupportedCell(f"{self.name} int8-dynamic (torch.ao dynamic quantization) runs on CPU only")
+            why = _torch_dynamic_unavailable()
+            if why:
+                raise UnsupportedCell(why)
+            return torch.float32
         if precision not in _TORCH_DTYPES:
-            raise UnsupportedCell(f"{self.name} runs {', '.join(_TORCH_DTYPES)}; not {precision}")
+            raise UnsupportedCell(f"{self.name} runs {', '.join([*_TORCH_DTYPES, 'int8-dynamic'])}; not {precision}")
         if device == "cuda" and not torch.cuda.is_available():
             raise UnsupportedCell("no CUDA device")
         return _TORCH_DTYPES[precision]
 
-    def prepare(self, src: ModelSource, precision: str, device: str, threads: int, workdir: Path) -> None:
+    def prepare(self, src: ModelSource, precision: str, device: str, threads: int, workdir: Path,
+                quant: QuantConfig | None = None) -> None:
         dtype = self._check(precision, device)
         assert src.module is not None
         self.device = torch.device(device)
         self.dtype = dtype
         t = time.perf_counter()
-        self.model = src.module.to(device=self.device, dtype=dtype).eval()
+        if precision == "int8-dynamic":
+            from bench.quantize import quantize_torch_dynamic
+
+            try:
+                model, self.quant_method, notes = quantize_torch_dynamic(src.module.float().eval())
+            except LookupError as e:
+                raise UnsupportedCell(f"{self.name} int8-dynamic: {e}") from None
+            self.notes += notes
+            self.model = model.eval()
+        else:
+            self.model = src.module.to(device=self.device, dtype=dtype).eval()
         self.load_ms += (time.perf_counter() - t) * 1e3
         self.size_bytes = state_dict_file_bytes(self.model, workdir / f"state_dict_{precision}.pt")
 
@@ -109,32 +136,38 @@ class TorchCompile(TorchEager):
 
     name = "torch-compile"
 
-    def prepare(self, src: ModelSource, precision: str, device: str, threads: int, workdir: Path) -> None:
-        super().prepare(src, precision, device, threads, workdir)
+    def prepare(self, src: ModelSource, precision: str, device: str, threads: int, workdir: Path,
+                quant: QuantConfig | None = None) -> None:
+        super().prepare(src, precision, device, threads, workdir, quant)
         self.model = torch.compile(self.model, dynamic=False)
 
 
 class OnnxRuntime:
-    """ONNX Runtime on the model exported by ``torch.onnx.export``.
+    """ONNX Runtime on the model exported by ``torch.onnx.export``, or on its int8 variants (bench.quantize).
 
     Export tries the dynamo exporter (dynamic batch dim) and falls back to the legacy TorchScript exporter when it
-    fails. The exported graph is checked against PyTorch on a random input before anything is timed; a
-    disagreement beyond ``1e-3 * max(1, max|y|)`` fails the cell. Torch runs with one thread while exporting, so
-    its pool is never live next to ONNX Runtime's in the measuring process.
+    fails. The exported fp32 graph is checked against PyTorch on a random input before anything is timed; a
+    disagreement beyond ``1e-3 * max(1, max|y|)`` fails the cell (int8 graphs are judged by the fidelity metrics
+    instead). Torch runs with one thread while exporting, so its pool is never live next to ONNX Runtime's in the
+    measuring process. ``size_bytes`` is the variant's files on disk (.onnx plus any external .data).
     """
 
     name = "onnxruntime"
+    PRECISIONS = ("fp32", "int8-dynamic", "int8-static")
 
     def __init__(self) -> None:
         self.load_ms = 0.0
         self.size_bytes = 0
         self.notes: list[str] = []
+        self.quant_method = ""
 
-    def prepare(self, src: ModelSource, precision: str, device: str, threads: int, workdir: Path) -> None:
+    def prepare(self, src: ModelSource, precision: str, device: str, threads: int, workdir: Path,
+                quant: QuantConfig | None = None) -> None:
         import onnxruntime as ort
 
-        if precision != "fp32":
-            raise UnsupportedCell(f"onnxruntime here runs fp32; {precision} is not supported yet")
+        if precision not in self.PRECISIONS:
+            raise UnsupportedCell(f"onnxruntime here runs {', '.join(self.PRECISIONS)}; {precision} would need a "
+                                  "float16 graph conversion, not done yet")
         providers = ["CPUExecutionProvider"]
         if device == "cuda":
             if "CUDAExecutionProvider" not in ort.get_available_providers():
@@ -147,6 +180,8 @@ class OnnxRuntime:
             torch.set_num_threads(1)
             path = export_onnx(src, workdir, self.notes)
             verify_onnx(src, path)
+        if precision in ("int8-dynamic", "int8-static"):
+            path = self._quantize(src, path, precision, device, workdir, quant or QuantConfig())
         from bench.onnx_profile import onnx_files
 
         self.size_bytes = sum(p.stat().st_size for p in onnx_files(path) if p.exists())
@@ -159,6 +194,34 @@ class OnnxRuntime:
         self.session = ort.InferenceSession(str(path), sess_options=so, providers=providers)
         self.load_ms = (time.perf_counter() - t) * 1e3
         self.input_names = [i.name for i in self.session.get_inputs()]
+
+    def _quantize(self, src: ModelSource, fp32: Path, precision: str, device: str, workdir: Path,
+                  cfg: QuantConfig) -> Path:
+        """fp32 graph -> pre-processed graph -> int8 graph (files next to the export); returns the int8 path."""
+        from bench import quantize as q
+
+        workdir.mkdir(parents=True, exist_ok=True)
+        pre = q.preprocess(fp32, workdir / f"{fp32.stem}.pre.onnx", self.notes)
+        out = workdir / f"{fp32.stem}.{precision}.onnx"
+        if precision == "int8-dynamic":
+            res = q.quantize_onnx_dynamic(pre, out, cfg)
+        else:
+            import onnx
+
+            from bench.hooks import HookContext
+
+            g = onnx.load(str(pre), load_external_data=False).graph
+            inits = {t.name for t in g.initializer}
+            names = [i.name for i in g.input if i.name not in inits]
+            assert src.input_spec is not None
+            ctx = HookContext(src.name, dict(src.knobs), self.name, precision, cfg.calib_batch_size, device,
+                              src.input_spec.with_batch(cfg.calib_batch_size), src.family, names)
+            reader, desc = q.calibration_reader(src, names, cfg, ctx)
+            res = q.quantize_onnx_static(pre, out, reader, desc, cfg)
+        self.quant_method = res.method
+        self.notes.append(f"{precision}: quantized in {res.seconds:.2g} s")
+        verify_runs(src, res.path)
+        return res.path
 
     def convert(self, inputs: tuple[torch.Tensor, ...]) -> dict[str, np.ndarray]:
         return {n: x.cpu().numpy() for n, x in zip(self.input_names, inputs, strict=True)}
@@ -237,6 +300,30 @@ def verify_onnx(src: ModelSource, path: Path, batch: int = 3) -> float:
             raise RuntimeError(f"exported outputs disagree with PyTorch: max abs err {e:.3g} > tol {tol:.3g}")
         err = max(err, e)
     return err
+
+
+def verify_runs(src: ModelSource, path: Path, batch: int = 3) -> None:
+    """A quantized graph loads, runs and gives outputs of PyTorch's shapes (how close they are is fidelity's job)."""
+    import onnxruntime as ort
+
+    x = src.example_inputs(batch=batch if src.onnx_path is None else None, seed=1234)
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    sess = ort.InferenceSession(str(path), sess_options=so, providers=["CPUExecutionProvider"])
+    got = sess.run(None, {i.name: t.numpy() for i, t in zip(sess.get_inputs(), x, strict=True)})
+    if src.module is None:
+        return
+    with torch.inference_mode():
+        ref = [t.float().numpy() for t in _flatten(src.module(*x))]
+    shapes = [tuple(g.shape) for g in got]
+    if shapes != [tuple(r.shape) for r in ref]:
+        raise RuntimeError(f"quantized graph outputs {shapes}, PyTorch {[tuple(r.shape) for r in ref]}")
+
+
+def _torch_dynamic_unavailable() -> str | None:
+    from bench.quantize import torch_dynamic_available
+
+    return torch_dynamic_available()
 
 
 RUNTIMES: dict[str, type] = {"torch": TorchEager, "torch-compile": TorchCompile, "onnxruntime": OnnxRuntime}

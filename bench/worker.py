@@ -6,12 +6,17 @@ event on its original stdout: ``{"event": "start", "batch": B}`` when a cell beg
 A job is one group of cells sharing model, runtime, precision and device: the model is built and the runtime
 prepared once, then each batch size is measured. A cell that raises becomes a failed record and the next goes on;
 a crash, OOM kill or timeout is turned into a failed record by the parent (bench.engine).
+
+``job["options"]`` (all optional): ``fidelity_samples`` (compare at least this many samples with the fp32 PyTorch
+model, default 64), ``calibration`` / ``calib_batches`` / ``calib_batch_size`` (int8-static, bench.quantize),
+``metric_hook`` (pkg.mod:fn, bench.hooks).
 """
 
 from __future__ import annotations
 
 import copy
 import json
+import math
 import os
 import sys
 import time
@@ -39,6 +44,11 @@ class _Emitter:
 
 
 def run_job(job: dict[str, Any], emit: _Emitter) -> None:
+    if job.get("mode") in ("train", "maxbatch-trial"):  # training steps and max-batch trials: bench.train
+        from bench.train import run_train_job
+
+        run_train_job(job, emit)
+        return
     import torch
 
     from bench.env import environment
@@ -70,10 +80,15 @@ def run_job(job: dict[str, Any], emit: _Emitter) -> None:
         return Record(batch=batch, timestamp=ts, **base, **kw)
 
     batches: list[int] = list(job["batches"])
+    options: dict[str, Any] = job.get("options") or {}
+    fid_samples = int(options.get("fidelity_samples", DEFAULT_FIDELITY_SAMPLES))
     try:
         t = time.perf_counter()
         shape = tuple(job["input_shape"]) if job.get("input_shape") else None
         dtype = parse_dtype(job["dtype"]) if job.get("dtype") else None
+        # Zoo models initialise at random: seed, so every worker of a run builds the same weights. The ONNX export
+        # is cached per model and shared by its precisions' workers, and fidelity compares against this module.
+        torch.manual_seed(0)
         src = resolve(job["model"], job.get("knobs") or {}, shape, dtype, job.get("weights"))
         build_ms = (time.perf_counter() - t) * 1e3
         if src.kind == "onnx" and src.input_spec is None:
@@ -85,7 +100,8 @@ def run_job(job: dict[str, Any], emit: _Emitter) -> None:
         ref_model = None
         if src.module is not None and not (runtime_name == "torch" and job["precision"] == "fp32"):
             ref_model = copy.deepcopy(src.module) if job["precision"] != "fp32" else src.module
-        rt.prepare(src, job["precision"], job["device"], threads, workdir)
+        rt.prepare(src, job["precision"], job["device"], threads, workdir, quant=_quant_config(options))
+        hook = _metric_hook(options)
         load_ms = rt.load_ms + (build_ms if runtime_name != "onnxruntime" else 0.0)
     except UnsupportedCell as e:
         for b in batches:
@@ -104,7 +120,7 @@ def run_job(job: dict[str, Any], emit: _Emitter) -> None:
         rec = new_record(
             b, family=src.family, input_shape="x".join(map(str, spec.shape)),
             input_dtype=str(spec.dtype).removeprefix("torch."), params=counts.get("params"),
-            size_mib=rt.size_bytes / 2**20, load_ms=load_ms,
+            size_mib=rt.size_bytes / 2**20, load_ms=load_ms, quant_method=getattr(rt, "quant_method", ""),
         )
         if counts.get("macs") is not None:
             # MACs of a forward scale with the batch (no zoo op mixes samples); counted once at batch 1.
@@ -138,13 +154,22 @@ def run_job(job: dict[str, Any], emit: _Emitter) -> None:
                 rec.cuda_max_allocated_mib = torch.cuda.max_memory_allocated() / 2**20
                 rec.cuda_max_reserved_mib = torch.cuda.max_memory_reserved() / 2**20
             rec.peak_rss_mib = peak_rss_mib()
-            ref = _reference(ref_model, src, b) if ref_model is not None else None
-            if ref is not None:
-                got = rt.outputs(rt.run(sets[0]))
-                rec.max_abs_err = max(
-                    (float(np.max(np.abs(r - g))) for r, g in zip(ref, got, strict=False) if r.size), default=0.0
-                )
             del out
+            if ref_model is not None:
+                from bench.fidelity import compare
+
+                # Several input sets: the timing sets (seeds 0..k-1) plus more until --fidelity-samples samples.
+                seeds = fidelity_seeds(b, len(sets), fid_samples)
+                refs = [_reference(ref_model, src, b, s) for s in seeds]
+                gots = [rt.outputs(rt.run(sets[s] if s < len(sets) else rt.convert(src.example_inputs(b, s))))
+                        for s in seeds]
+                fid = compare(refs, gots)
+                rec.max_abs_err, rec.cosine, rec.sqnr_db = fid.max_abs_err, fid.cosine, fid.sqnr_db
+                rec.top1_agree, rec.top1_rows, rec.fidelity_sets = fid.top1_agree, fid.top1_rows, fid.sets
+            if hook is not None:
+                rec.task_metric, why = _task_metric(hook, rt, src, job, b)
+                if why:
+                    rec.warning = "; ".join([rec.warning, why]).strip("; ")
         except Exception as e:
             print(traceback.format_exc(), file=sys.stderr)
             rec.status, rec.error = "failed", _one_line(e)
@@ -155,15 +180,54 @@ def run_job(job: dict[str, Any], emit: _Emitter) -> None:
         emit("record", record=asdict(rec))
 
 
-def _reference(model: Any, src: Any, batch: int) -> list[np.ndarray]:
-    """fp32 PyTorch outputs on the same first input set (seed 0) the runtime gets."""
+DEFAULT_FIDELITY_SAMPLES = 64
+
+
+def fidelity_seeds(batch: int, input_sets: int, samples: int) -> list[int]:
+    """Seeds of the input sets fidelity compares: the timing sets 0..k-1, plus more until ``samples`` samples."""
+    return list(range(max(input_sets, math.ceil(samples / batch) if samples > 0 else 0, 1)))
+
+
+def _reference(model: Any, src: Any, batch: int, seed: int = 0) -> list[np.ndarray]:
+    """fp32 PyTorch outputs on the input set ``seed`` (the runtime gets the same one)."""
     import torch
 
     from bench.runtimes import _flatten
 
     with torch.inference_mode():
-        out = model(*src.example_inputs(batch=batch, seed=0))
+        out = model(*src.example_inputs(batch=batch, seed=seed))
     return [t.float().cpu().numpy() for t in _flatten(out)]
+
+
+def _quant_config(options: dict[str, Any]) -> Any:
+    from bench.quantize import QuantConfig
+
+    keys = ("calib_batches", "calib_batch_size", "calibration", "per_channel", "reduce_range")
+    return QuantConfig(**{k: options[k] for k in keys if options.get(k) is not None})
+
+
+def _metric_hook(options: dict[str, Any]) -> Any:
+    if not options.get("metric_hook"):
+        return None
+    from bench.hooks import load_hook
+
+    return load_hook(options["metric_hook"], "--metric-hook")
+
+
+def _task_metric(hook: Any, rt: Any, src: Any, job: dict[str, Any], batch: int) -> tuple[float | None, str]:
+    """(value, "") or (None, why): a hook that raises leaves the timing record intact and says so."""
+    from bench.hooks import HookContext
+
+    def predict(inputs: Any) -> list[np.ndarray]:
+        return rt.outputs(rt.run(rt.convert(tuple(inputs))))
+
+    ctx = HookContext(job["model"], dict(job.get("knobs") or {}), job["runtime"], job["precision"], batch,
+                      job["device"], src.input_spec.with_batch(batch), src.family, list(getattr(rt, "input_names", [])))
+    try:
+        return float(hook(predict, ctx)), ""
+    except Exception as e:
+        print(traceback.format_exc(), file=sys.stderr)
+        return None, f"metric hook failed: {_one_line(e)}"
 
 
 def _static_counts(src: Any, workdir: Path) -> dict[str, Any]:
