@@ -88,6 +88,14 @@ METRICS: dict[str, Metric] = {m.name: m for m in [
     _m("max_abs_err", "max_abs_err", "lower", "max |output - fp32 PyTorch output|"),
     _m("task_metric", "task_metric", "higher", "the --metric-hook's number (higher is better)"),
     _m("task_metric_drop", None, "lower", "fp32 cell's task_metric minus this cell's (points)"),
+    # training records (archbench run --mode train): latency_* hold the step time
+    _m("step_ms", "latency_p50_ms", "lower", "median training step time (confidence bound from samples)", 0.50),
+    _m("train_peak_mem_mib", "train_peak_mem_mib", "lower", "peak memory of a training step, MiB"),
+    _m("activation_mib", "activation_mib", "lower", "estimated activation memory at the training peak, MiB"),
+    _m("activation_mib_per_sample", "activation_mib_per_sample", "lower", "activation_mib / batch"),
+    _m("time_to_train_s", "time_to_train_s", "lower", "train_samples / samples per second (steady state), s"),
+    _m("time_to_train_h", None, "lower", "time_to_train_s / 3600, hours"),
+    _m("max_batch", "max_batch", "higher", "largest training batch that fits (--find-max-batch)"),
 ]}
 
 ALIASES: dict[str, str] = {
@@ -380,6 +388,10 @@ def metric_value(r: dict[str, Any], met: Metric, context: Sequence[dict[str, Any
             return None, "no fp32 cell with a task_metric for this model and batch"
         value = float(ref["task_metric"]) - float(r["task_metric"])
         return value, f"{ref['task_metric']:.4g} ({ref['runtime']} fp32) - {r['task_metric']:.4g}"
+    if met.name == "time_to_train_h":
+        if r.get("time_to_train_s") is None:
+            return None, "no time_to_train_s: run with --mode train --train-samples N"
+        return float(r["time_to_train_s"]) / 3600.0, "steady-state estimate"
     raw = r.get(met.field) if met.field else None
     if raw is None and met.quantile is not None and r.get("samples_ms"):
         import numpy as np
@@ -434,7 +446,8 @@ def judge_record(r: dict[str, Any], budget: Budget, context: Sequence[dict[str, 
 
 def judge(records: Sequence[dict[str, Any]], budget: Budget) -> list[RecordVerdict]:
     """Verdicts of every record (its fp32 siblings in ``records`` give the derived task_metric_drop)."""
-    return [judge_record(r, budget, records) for r in records]
+    # Max-batch search trials are probes, not candidates: their failures are expected and judged by nobody.
+    return [judge_record(r, budget, records) for r in records if r.get("mode") != "maxbatch-trial"]
 
 
 def summary(verdicts: Sequence[RecordVerdict]) -> dict[str, int]:

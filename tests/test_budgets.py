@@ -371,3 +371,24 @@ def test_malformed_budget_exits_2_from_the_console_entry_point(tmp_path: Path) -
     assert lines == ["archbench: error: bad budget term 'size_mib=<30' in budget 'p95_ms<=20, size_mib=<30': "
                      "operator '=<'; use one of <=, >=, <, >"]
     assert not (tmp_path / "never").exists()  # nothing ran
+
+
+def test_training_budgets() -> None:
+    """The issue's training budget: step time from the samples, memory and time-to-train as recorded."""
+    rng = np.random.default_rng(3)
+    train = _rec(rng.normal(200.0, 5.0, 200), mode="train", train_peak_mem_mib=3000.0, time_to_train_s=7200.0,
+                 max_batch=64)
+    b = parse_expression("step_ms<=250, train_peak_mem_mib<=4096, time_to_train_h<=6, max_batch>=32")
+    v = judge_record(train, b)
+    assert v.verdict == PASS, [(t.term, t.verdict, t.reason) for t in v.terms]
+    v = judge_record(train, parse_expression("time_to_train_h<=1.5"))
+    assert v.verdict == FAIL and v.terms[0].value == pytest.approx(2.0)
+    v = judge_record(train, parse_expression("step_ms<=150"))
+    assert v.verdict == FAIL
+
+
+def test_max_batch_trials_are_not_judged() -> None:
+    trial = _rec([1.0], status="failed", error="out of memory: RSS ...", mode="maxbatch-trial")
+    kept = _rec([1.0] * 50, mode="train")
+    verdicts = judge([trial, kept], parse_expression("p50_ms<=2"))
+    assert [v.record["mode"] for v in verdicts] == ["train"] and verdicts[0].verdict == PASS
