@@ -205,9 +205,10 @@ def _load_toml(path: Path) -> dict[str, Any]:
         raise UsageError(f"budget file {path} is not valid TOML: {e}") from None
 
 
-def parse_profile(name: str, table: dict[str, Any], source: str) -> Budget:
-    """One ``[profiles.NAME]`` table -> Budget (see the module docstring for the schema)."""
-    where = f"{source} [profiles.{name}]"
+def parse_profile(name: str, table: dict[str, Any], source: str, section: str = "profiles") -> Budget:
+    """One ``[profiles.NAME]`` table -> Budget (see the module docstring for the schema). ``section`` is the
+    table's parent as messages name it (the pytest plugin reads ``[tool.archbench.budgets.NAME]``)."""
+    where = f"{source} [{section}.{name}]"
     if not isinstance(table, dict):
         raise UsageError(f"{where}: expected a table of METRIC = \"OP NUMBER\"")
     description = table.get("description", "")

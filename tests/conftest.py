@@ -1,8 +1,29 @@
-"""Make the repository root importable (``models``, ``bench``, ``kernels``) however pytest is launched."""
+"""Make the repository root importable (``models``, ``bench``, ``kernels``) however pytest is launched, and wire the
+regression benchmarks (tests/benchmarks/, see its conftest) to their committed baseline in results/benchmarks/."""
 
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = str(Path(__file__).resolve().parent.parent)
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
+
+# pytest-benchmark's default storage is ./.benchmarks, relative to wherever pytest runs. This repository's baseline
+# is committed in results/benchmarks/ (results/benchmarks/README.md), so that is the storage unless
+# --benchmark-storage says otherwise: `pytest tests/benchmarks --benchmark-compare` finds it from any directory.
+BENCHMARK_STORAGE = Path(ROOT) / "results" / "benchmarks"
+_PYTEST_BENCHMARK_DEFAULT_STORAGE = "file://./.benchmarks"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--run-benchmarks", action="store_true", default=False,
+                     help="run the regression benchmarks in tests/benchmarks/ (skipped unless named on the command "
+                          "line or a --benchmark-save/autosave/compare/json/only option asks for them)")
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-benchmark's pytest_configure opens the storage
+def pytest_configure(config: pytest.Config) -> None:
+    if config.getoption("benchmark_storage", None) == _PYTEST_BENCHMARK_DEFAULT_STORAGE:
+        config.option.benchmark_storage = f"file://{BENCHMARK_STORAGE}"
