@@ -216,6 +216,29 @@ def run_group(spec: RunSpec, g: Group, run_id: str, on_record: OnRecord) -> None
                 on_record(_failed(spec, g, b, f"{reason}{where} (log: {log_path})", run_id))
 
 
+def export_first(spec: RunSpec, model: str, run_id: str) -> None:
+    """Export ``model`` to ONNX in a worker of its own, before its ONNX Runtime cells (bench.worker.export_job).
+
+    Best effort: when this fails or times out, the first measuring worker exports again and its record carries
+    the real reason. Skipped for .onnx sources and when the export is cached (--resume)."""
+    job = _job(spec, Group(model, "onnxruntime", "fp32", ()), (), run_id)
+    if model.lower().endswith(".onnx") or (Path(job["workdir"]) / "exporter.txt").exists():
+        return
+    logs = spec.out / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    with open(logs / f"{_slug(model)}_export.log", "ab") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "bench.worker"], stdin=subprocess.PIPE,
+                                stdout=subprocess.DEVNULL, stderr=log, start_new_session=True)
+        assert proc.stdin is not None
+        proc.stdin.write(json.dumps({**job, "mode": "export"}).encode())
+        proc.stdin.close()
+        try:
+            proc.wait(timeout=spec.timeout_s)
+        except subprocess.TimeoutExpired:
+            _kill(proc)
+            proc.wait()
+
+
 def _kill(proc: subprocess.Popen) -> None:
     try:
         os.killpg(proc.pid, signal.SIGKILL)
@@ -246,6 +269,10 @@ def run(spec: RunSpec, progress: Callable[[Record, int, int], None] | None = Non
 
         search_groups(spec, run_id, on_record)  # its own groups: the batches are what it searches for
         return records
+    exported: set[str] = set()
     for g in groups:
+        if g.runtime == "onnxruntime" and spec.mode == "infer" and g.model not in exported:
+            exported.add(g.model)
+            export_first(spec, g.model, run_id)
         run_group(spec, g, run_id, on_record)
     return records

@@ -1,9 +1,12 @@
-"""int8 variants of a model: ONNX Runtime dynamic and static (QDQ) quantization, and PyTorch dynamic quantization.
+"""Reduced-precision variants of a model: ONNX Runtime fp16 conversion, dynamic and static (QDQ) int8 quantization,
+and PyTorch dynamic quantization.
 
 Precision names (``--precision``) and who runs them:
 
     fp32           torch, torch-compile, onnxruntime
-    fp16, bf16     torch, torch-compile (the module is cast; inputs too); onnxruntime: skipped
+    fp16           torch, torch-compile (the module is cast; inputs too); onnxruntime: the fp32 graph converted
+                   by ``onnxruntime.transformers.float16`` (fp16 weights and activations, fp32 inputs and outputs)
+    bf16           torch, torch-compile (cast as fp16); onnxruntime: skipped (few ONNX Runtime kernels take bf16)
     int8-dynamic   onnxruntime: ``quantize_dynamic`` (int8 weights; activations quantized per call at run time)
                    torch: ``torch.ao.quantization.quantize_dynamic`` on nn.Linear / LSTM / GRU (deprecated upstream,
                    still shipped in torch 2.13; a model with none of those is skipped)
@@ -14,6 +17,7 @@ Precision names (``--precision``) and who runs them:
 ONNX pipeline, each step a file in the run's artefact folder::
 
     model.onnx (+ model.onnx.data)     the fp32 export (bench.runtimes.export_onnx, cached per model)
+      -> model.fp16.onnx               convert_float_to_float16(keep_io_types=True): Casts at the graph's edges
       -> model.pre.onnx                quant_pre_process: symbolic + ONNX shape inference and basic ORT graph
                                        optimization (Conv+BN folding...). Graphs from the dynamo exporter carry
                                        few shapes; without this, tensors of unknown shape are left unquantized.
@@ -23,6 +27,9 @@ ONNX pipeline, each step a file in the run's artefact folder::
 Data types on x86: u8 activations, s8 weights (the combination ONNX Runtime's CPU kernels are built for), with
 ``reduce_range`` (7-bit weights) on CPUs without VNNI, where the u8 x s8 multiply-add (``vpmaddubsw``) can saturate
 int16 (ONNX Runtime's own advice); s8/s8 on ARM. The choice is written into the record's ``quant_method``.
+
+fp16 on ONNX Runtime's CPU provider halves the file but is rarely faster: nodes without an fp16 CPU kernel run in
+fp32 between Casts that ONNX Runtime inserts at session creation. On its CUDA provider the fp16 kernels are native.
 
 int8 is not always faster: ConvInteger (dynamic quantization of convolutions) has no fast kernel on many CPUs,
 and the QuantizeLinear/DequantizeLinear work can outweigh the saving on small layers. ``archbench pick`` reports
@@ -136,6 +143,35 @@ def _describe_ops(path: Path) -> str:
     c = op_counts(path)
     parts = [f"{c[o]} {o}" for o in _INT8_OPS if c.get(o)]
     return ", ".join(parts) if parts else "no int8 nodes (nothing quantizable)"
+
+
+def convert_onnx_fp16(fp32_path: Path, out_path: Path) -> QuantResult:
+    """fp32 graph -> fp16 graph (``onnxruntime.transformers.float16``, shipped in the onnxruntime wheel).
+
+    ``keep_io_types``: inputs and outputs stay fp32, so the same feeds and fidelity code serve; the converter's
+    default block list keeps ops with no fp16 definition (e.g. Range, Resize variants) in fp32. Weights are
+    written to ``out_path`` + ``.data`` when the fp32 export kept them outside its .onnx (the dynamo exporter does),
+    so the variant's size on disk compares like for like.
+    """
+    import onnx
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    from bench.onnx_profile import onnx_files
+
+    t = time.perf_counter()
+    model = onnx.load(str(fp32_path))  # with its external data
+    with _quiet_ort():
+        fp16 = convert_float_to_float16(model, keep_io_types=True)
+    external = len(onnx_files(fp32_path)) > 1
+    data = out_path.with_name(out_path.name + ".data")
+    if data.exists():
+        data.unlink()  # save_as_external_data appends
+    onnx.save(fp16, str(out_path), save_as_external_data=external, location=data.name if external else None)
+    s = time.perf_counter() - t
+    c = op_counts(out_path)
+    method = (f"onnxruntime.transformers.float16: fp16 weights and activations, fp32 inputs/outputs; graph: "
+              f"{c.get('Cast', 0)} Cast")
+    return QuantResult(out_path, method, s)
 
 
 def quantize_onnx_dynamic(pre_path: Path, out_path: Path, cfg: QuantConfig) -> QuantResult:

@@ -7,6 +7,11 @@ A job is one group of cells sharing model, runtime, precision and device: the mo
 prepared once, then each batch size is measured. A cell that raises becomes a failed record and the next goes on;
 a crash, OOM kill or timeout is turned into a failed record by the parent (bench.engine).
 
+A job with ``"mode": "export"`` only exports the model to ONNX into its artefact folder (the cache
+bench.runtimes.export_onnx reuses) and emits ``{"event": "exported", ...}``: bench.engine runs one before a model's
+ONNX Runtime cells, so the exporter's libraries (dynamo, onnxscript: ~200 MiB resident) never live in a measuring
+process and an ONNX Runtime cell's peak RSS does not depend on whether it was the one that exported.
+
 ``job["options"]`` (all optional): ``fidelity_samples`` (compare at least this many samples with the fp32 PyTorch
 model, default 64), ``calibration`` / ``calib_batches`` / ``calib_batch_size`` (int8-static, bench.quantize),
 ``metric_hook`` (pkg.mod:fn, bench.hooks).
@@ -43,7 +48,28 @@ class _Emitter:
         self.fh.flush()
 
 
+def export_job(job: dict[str, Any], emit: _Emitter) -> None:
+    """Build the model as a measuring worker would (same seed) and export it to the shared ONNX cache."""
+    import torch
+
+    from bench.runtimes import export_onnx
+    from bench.sources import parse_dtype, resolve
+
+    torch.set_num_threads(int(job["threads"]) or 1)
+    t = time.perf_counter()
+    torch.manual_seed(0)  # as run_job: the cached export must hold the weights every measuring worker builds
+    shape = tuple(job["input_shape"]) if job.get("input_shape") else None
+    dtype = parse_dtype(job["dtype"]) if job.get("dtype") else None
+    src = resolve(job["model"], job.get("knobs") or {}, shape, dtype, job.get("weights"))
+    notes: list[str] = []
+    path = export_onnx(src, Path(job["workdir"]), notes)
+    emit("exported", path=str(path), seconds=round(time.perf_counter() - t, 3), notes=notes)
+
+
 def run_job(job: dict[str, Any], emit: _Emitter) -> None:
+    if job.get("mode") == "export":
+        export_job(job, emit)
+        return
     if job.get("mode") in ("train", "maxbatch-trial"):  # training steps and max-batch trials: bench.train
         from bench.train import run_train_job
 

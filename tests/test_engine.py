@@ -127,3 +127,20 @@ def test_default_style_run_torch_and_onnxruntime(tmp_path: Path) -> None:
 
     md = markdown([r.__dict__ for r in recs])
     assert "## Fastest runtime per model" in md and "faster than" in md
+
+
+@pytest.mark.slow
+def test_onnx_export_happens_outside_the_measuring_workers(tmp_path: Path) -> None:
+    """bench.engine exports first, in a worker of its own: every ONNX Runtime cell reuses that export, so its peak
+    RSS does not carry the exporter's libraries (~200 MiB here before this; fp32 used to export, fp16 reuse)."""
+    out = tmp_path / "run"
+    spec = RunSpec(models=["mlp_s"], out=out, runtimes=["onnxruntime"], precisions=["fp32", "fp16"], batches=[1],
+                   threads=1, rule=FAST)
+    recs = {r.precision: r for r in run(spec)}
+    assert all(r.status == "ok" for r in recs.values()), [r.error for r in recs.values()]
+    assert (out / "logs" / "mlp_s_export.log").exists()
+    assert (out / "artifacts" / "mlp_s" / "exporter.txt").read_text() == "dynamo"
+    for r in recs.values():
+        assert "onnx export reused (dynamo)" in r.warning, r.warning
+    fp32, fp16 = recs["fp32"].peak_rss_mib, recs["fp16"].peak_rss_mib
+    assert abs(fp32 - fp16) < 100, (fp32, fp16)  # same libraries resident in both; the model is 0.3 MiB

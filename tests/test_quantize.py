@@ -102,7 +102,7 @@ def ort_cells(workdir: Path) -> dict[str, tuple[OnnxRuntime, object]]:
     """mlp_s through the dynamo exporter, then each precision's ONNX Runtime session (export shared)."""
     torch.set_num_threads(1)
     cells = {}
-    for precision in ("fp32", "int8-dynamic", "int8-static"):
+    for precision in ("fp32", "fp16", "int8-dynamic", "int8-static"):
         src = _source()
         rt = OnnxRuntime()
         rt.prepare(src, precision, "cpu", 1, workdir, quant=QuantConfig(calib_batches=4, calib_batch_size=8))
@@ -122,12 +122,19 @@ def test_int8_onnx_files_are_smaller_and_counted_from_disk(ort_cells, workdir: P
         assert size == (workdir / f"model.{precision}.onnx").stat().st_size
         # int8 weights: about a quarter of fp32 plus scales/zero points; well under half.
         assert size < 0.5 * ort_cells["fp32"][0].size_bytes, (precision, size)
+    # fp16: the exporter's layout is kept (weights in a .data file), and every byte of both files is counted.
+    fp16_files = onnx_files(workdir / "model.fp16.onnx")
+    assert [p.name for p in fp16_files] == ["model.fp16.onnx", "model.fp16.onnx.data"]
+    fp16_size = ort_cells["fp16"][0].size_bytes
+    assert fp16_size == sum(p.stat().st_size for p in fp16_files)
+    assert 0.45 < fp16_size / ort_cells["fp32"][0].size_bytes < 0.55  # 2 bytes a weight instead of 4
 
 
 @pytest.mark.parametrize(
     "precision, min_top1, min_cos, min_sqnr, ops",
     [
         ("fp32", 1.0, 0.99999, 80.0, ""),
+        ("fp16", 1.0, 0.9999, 40.0, "fp32 inputs/outputs"),  # fp16 rounding: ~3 decimal digits, SQNR ~60 dB
         ("int8-dynamic", 0.9, 0.98, 15.0, "MatMulInteger"),
         ("int8-static", 0.9, 0.98, 15.0, "QDQ"),
     ],
@@ -182,7 +189,7 @@ def test_torch_dynamic_int8(workdir: Path) -> None:
     "runtime, precision, model, message",
     [
         (TorchEager, "int8-static", "mlp_s", "use --runtime onnxruntime"),
-        (OnnxRuntime, "fp16", "mlp_s", "onnxruntime here runs fp32, int8-dynamic, int8-static"),
+        (OnnxRuntime, "bf16", "mlp_s", "onnxruntime here runs fp32, fp16, int8-dynamic, int8-static; not bf16"),
         (TorchEager, "int8-dynamic", "convs", "no nn.Linear / LSTM / GRU"),
         (TorchEager, "int4", "mlp_s", "not int4"),
     ],
@@ -238,3 +245,16 @@ def test_run_with_precisions_and_budget(tmp_path: Path, capsys: pytest.CaptureFi
     assert all(isinstance(r["task_metric"], float) for r in recs.values())
     drop = [t for t in verdicts[1]["terms"] if t["term"].startswith("task_metric_drop")][0]
     assert drop["value"] == pytest.approx(recs["fp32"]["task_metric"] - recs["int8-static"]["task_metric"])
+
+
+def test_a_cached_export_with_other_weights_is_redone(tmp_path: Path) -> None:
+    """The shared export (bench.engine makes it in its own worker) must hold this worker's weights: a model that
+    seeding does not reproduce gets re-exported, and the record says so."""
+    torch.manual_seed(0)
+    OnnxRuntime().prepare(resolve("mlp_s"), "fp32", "cpu", 1, tmp_path)
+    torch.manual_seed(1)  # other weights, same workdir
+    rt = OnnxRuntime()
+    rt.prepare(resolve("mlp_s"), "fp32", "cpu", 1, tmp_path)
+    assert rt.notes[0] == "onnx export reused (dynamo)"
+    assert rt.notes[1].startswith("cached export disagreed (exported outputs disagree with PyTorch")
+    assert rt.notes[2] == "exported with the dynamo exporter"
