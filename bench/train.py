@@ -67,6 +67,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from bench.worker import _one_line, prepare_failed
+
 MODE_TRAIN = "train"
 MODE_TRIAL = "maxbatch-trial"  # one trial of a --find-max-batch search: memory only, no timing
 MEM_STEPS = 2  # steps of the memory pass: the 1st creates optimizer state, the 2nd runs with all of it present
@@ -334,11 +336,6 @@ def _set_tensors(data: tuple[tuple[Tensor, ...], Tensor | None]) -> list[Tensor]
     return [*inputs, *([] if target is None else [target])]
 
 
-def _one_line(e: BaseException) -> str:
-    msg = str(e).strip().splitlines()
-    return f"{type(e).__name__}: {msg[0] if msg else ''}"[:500]
-
-
 def _is_cuda_oom(e: BaseException) -> bool:
     return isinstance(e, torch.OutOfMemoryError) or "out of memory" in str(e).lower()
 
@@ -418,14 +415,8 @@ def run_train_job(job: dict[str, Any], emit: Any) -> None:
         src = resolved()
         ts = TrainStep(src.module, src.input_spec, optimizer, precision, device, compile=runtime == "torch-compile")
         load_ms = (time.perf_counter() - t) * 1e3
-    except TrainUnsupported as e:
-        for b in batches:
-            emit("record", record=asdict(new_record(b, status="skipped", error=str(e))))
-        return
     except Exception as e:
-        print(traceback.format_exc(), file=sys.stderr)
-        for b in batches:
-            emit("record", record=asdict(new_record(b, status="failed", error=f"prepare: {_one_line(e)}")))
+        prepare_failed(e, TrainUnsupported, batches, new_record, emit)
         return
 
     for b in batches:

@@ -26,6 +26,7 @@ import os
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
@@ -46,6 +47,19 @@ class _Emitter:
     def __call__(self, event: str, **payload: Any) -> None:
         self.fh.write(json.dumps({"event": event, **payload}) + "\n")
         self.fh.flush()
+
+
+def prepare_failed(e: Exception, unsupported: type[Exception], batches: list[int], new_record: Callable[..., Any],
+                   emit: _Emitter) -> None:
+    """Building the model or preparing the runtime raised: every cell of the group gets a record saying so,
+    ``skipped`` when it is something the runtime cannot do (``unsupported``), else ``failed`` (traceback to the log)."""
+    if isinstance(e, unsupported):
+        status, error = "skipped", str(e)
+    else:
+        print(traceback.format_exc(), file=sys.stderr)
+        status, error = "failed", f"prepare: {_one_line(e)}"
+    for b in batches:
+        emit("record", record=asdict(new_record(b, status=status, error=error)))
 
 
 def export_job(job: dict[str, Any], emit: _Emitter) -> None:
@@ -129,14 +143,8 @@ def run_job(job: dict[str, Any], emit: _Emitter) -> None:
         rt.prepare(src, job["precision"], job["device"], threads, workdir, quant=_quant_config(options))
         hook = _metric_hook(options)
         load_ms = rt.load_ms + (build_ms if runtime_name != "onnxruntime" else 0.0)
-    except UnsupportedCell as e:
-        for b in batches:
-            emit("record", record=asdict(new_record(b, status="skipped", error=str(e))))
-        return
     except Exception as e:
-        print(traceback.format_exc(), file=sys.stderr)
-        for b in batches:
-            emit("record", record=asdict(new_record(b, status="failed", error=f"prepare: {_one_line(e)}")))
+        prepare_failed(e, UnsupportedCell, batches, new_record, emit)
         return
 
     cuda = job["device"] == "cuda"
