@@ -12,6 +12,7 @@ from typing import Any
 
 from bench.errors import UsageError
 from bench.formatting import FORMATS, human, pct, render
+from bench.harness import BUSY_PCT
 
 EPILOG = """examples:
   archbench list                                  the zoo: name, family, params, default input, knobs
@@ -325,6 +326,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     for w in runtime_winners(records):
         print(f"{w['model']} b{w['batch']} {w['precision']}: {w['fastest']} is {w['speedup']:.2f}x faster than "
               f"{w['runner_up']}")
+    busy = [r["other_cpu_pct"] for r in records if (r.get("other_cpu_pct") or 0) > BUSY_PCT]
+    if busy:
+        print(f"archbench: warning: {len(busy)} of {len(records)} cells were timed while other processes took up to "
+              f"{max(busy):.0f}% of the CPUs; their latencies are inflated: re-measure on an idle machine",
+              file=sys.stderr)
     print(f"wrote {jsonl}, " + ", ".join(str(p) for p in paths), file=sys.stderr)
     budget_rc = budget_cli.judge_and_report(spec.out, records, budget, args) if budget and records else 0
     if interrupted:

@@ -39,6 +39,7 @@ import numpy as np
 
 from bench.env import fingerprint
 from bench.errors import UsageError
+from bench.harness import BUSY_PCT
 from bench.stats import CV_WARN
 
 # ----------------------------------------------------------------------------------------------------- statistics
@@ -238,6 +239,7 @@ class CellComparison:
     failures: list[str] = field(default_factory=list)  # the thresholds this cell exceeded significantly
     gated: bool = True  # False when env differs and not forced
     unstable: bool = False  # CV > 10% on either side: the machine was noisy, re-measure before trusting a change
+    busy_pct: float | None = None  # the larger other_cpu_pct of the two sides when above BUSY_PCT (bench.harness)
 
     @property
     def failed(self) -> bool:
@@ -348,6 +350,8 @@ def compare_pair(
             c.failures.append(f"ok in base, {n.get('status')} in new: {str(n.get('error') or '')[:80]}")
         return c
     c.unstable = any((r.get("latency_cv") or 0) > CV_WARN for r in (b, n))
+    busy = max((r.get("other_cpu_pct") or 0.0) for r in (b, n))
+    c.busy_pct = busy if busy > BUSY_PCT else None
     sb, sn = b.get("samples_ms") or [], n.get("samples_ms") or []
     cis = None
     if len(sb) >= 2 and len(sn) >= 2:
@@ -420,6 +424,8 @@ def verdict(c: CellComparison) -> str:
             text = "no significant change"
     if c.unstable:
         text += " [unstable: CV > 10%]"
+    if c.busy_pct is not None:
+        text += f" [busy machine: {c.busy_pct:.0f}% other CPU]"
     if not c.env_match:
         text += f" [env differs: {c.env_diff}" + ("]" if c.gated else "; not gated]")
     return text

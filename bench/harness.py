@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -101,6 +102,51 @@ def measure(
             if (i >= rule.min_iters and elapsed >= rule.min_time_s) or i >= rule.max_iters or elapsed >= rule.max_time_s:
                 break
     return Timing(samples, first_ms, warm, time.perf_counter() - loop_start)
+
+
+# Other processes (or the hypervisor, as steal time) took more than this share of all CPUs while a cell was timed:
+# its numbers describe a shared machine. On the 2-vCPU dev VM an idle machine reads 0-3%; one concurrent pytest ~50%.
+BUSY_PCT = 10.0
+
+
+@dataclass(frozen=True)
+class CpuSnapshot:
+    busy_s: float  # all CPUs since boot: user + nice + system + irq + softirq + steal (/proc/stat), seconds
+    own_s: float  # this process, all its threads: user + system (os.times), seconds
+    wall_s: float  # time.perf_counter()
+
+
+def cpu_snapshot() -> CpuSnapshot | None:
+    """Where the machine's CPU time has gone so far (Linux; None elsewhere). See ``other_cpu_pct``."""
+    try:
+        with open("/proc/stat") as fh:
+            fields = fh.readline().split()
+    except OSError:
+        return None
+    if not fields or fields[0] != "cpu" or len(fields) < 9:
+        return None
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in fields[1:9])
+    t = os.times()
+    hz = os.sysconf("SC_CLK_TCK")
+    return CpuSnapshot((user + nice + system + irq + softirq + steal) / hz, t.user + t.system, time.perf_counter())
+
+
+def other_cpu_pct(before: CpuSnapshot | None, after: CpuSnapshot | None, ncpu: int | None = None) -> float | None:
+    """CPU used by anything but this process between two snapshots, in % of all CPUs' capacity:
+
+        other % = (delta busy_s - delta own_s) / (delta wall_s * ncpu) * 100
+
+    Steal (the hypervisor running another guest on our vCPUs) counts as other. Clamped at 0 (the two clocks tick
+    at different granularity: /proc/stat in 1/CLK_TCK s). None without /proc/stat or for a zero-length interval.
+    """
+    if before is None or after is None:
+        return None
+    wall = after.wall_s - before.wall_s
+    if wall <= 0:
+        return None
+    ncpu = ncpu or os.cpu_count() or 1
+    other = (after.busy_s - before.busy_s) - (after.own_s - before.own_s)
+    return max(0.0, 100.0 * other / (wall * ncpu))
 
 
 def reset_peak_rss() -> bool:

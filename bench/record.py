@@ -53,6 +53,7 @@ class Record:
     throughput_sps: float | None = None  # batch / mean latency
     achieved_gflops: float | None = None  # flops / p50 latency / 1e9
     stable: bool | None = None  # cv <= 10%
+    other_cpu_pct: float | None = None  # % of all CPUs other processes (and steal) used while timing (bench.harness)
     # --- cold start
     load_ms: float | None = None  # build/load the model, or export + create the ONNX Runtime session
     first_inference_ms: float | None = None  # the very first call at this batch (includes compile for torch.compile)

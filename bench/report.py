@@ -7,9 +7,9 @@ end-of-run table. The only place record numbers become display strings.
 
 The markdown has: an environment header (one line set per machine), conventions, computed **findings** (MACs
 that fail to predict latency, int8 slower than fp32, the fastest runtime per model and by how much, unstable
-cells, cells far below their roofline, budget verdicts), one table per model family, a cross-machine table when
-records come from several machines, the roofline placement and per-layer memory/compute bounds when measured
-peaks are given, and links to the plots.
+cells, cells timed on a busy machine, cells far below their roofline, budget verdicts), one table per model
+family, a cross-machine table when records come from several machines, the roofline placement and per-layer
+memory/compute bounds when measured peaks are given, and links to the plots.
 
 Columns that only some records carry (fidelity metrics such as ``top1_agree``, ``cosine``, ``sqnr_db``; budget
 ``verdict``) appear only when at least one record has them; a record without them shows "-".
@@ -29,6 +29,7 @@ from tabulate import tabulate
 
 from bench.env import fingerprint
 from bench.formatting import human
+from bench.harness import BUSY_PCT
 from bench.record import CSV_FIELDS, write_csv
 from bench.stats import CV_WARN
 
@@ -129,8 +130,8 @@ def runtime_winners(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
 
 @dataclass
 class Finding:
-    kind: str  # macs_mispredict | int8_slower | runtime_winner | unstable | overhead_bound | memory_bound |
-    #            budget | failed | machines
+    kind: str  # macs_mispredict | int8_slower | runtime_winner | unstable | busy | overhead_bound |
+    #            memory_bound | budget | failed | machines
     text: str  # one markdown paragraph/bullet
     items: list[str] = field(default_factory=list)  # sub-bullets
     data: list[dict[str, Any]] = field(default_factory=list)  # the numbers behind it, for report.json
@@ -283,6 +284,17 @@ def findings(records: Sequence[dict[str, Any]], placements: Sequence[Any] = ()) 
             _capped([f"{r['model']} {_cell(r)}{where(r)}: CV {r['latency_cv']:.0%}" for r in unstable]),
             [{"model": r["model"], "runtime": r["runtime"], "precision": r["precision"], "batch": r["batch"],
               "cv": r["latency_cv"]} for r in unstable]))
+
+    busy = sorted((r for r in ok if (r.get("other_cpu_pct") or 0) > BUSY_PCT), key=lambda r: -r["other_cpu_pct"])
+    if busy:
+        out.append(Finding(
+            "busy", f"**Timed on a busy machine**: {len(busy)} of {len(ok)} cells shared the CPUs with other "
+            f"processes while being timed (more than {BUSY_PCT:.0f}% of all CPUs' time went elsewhere, steal "
+            "included); their latencies are inflated by an amount this run cannot know. Re-measure them on an idle "
+            "machine:",
+            _capped([f"{r['model']} {_cell(r)}{where(r)}: {r['other_cpu_pct']:.0f}% other CPU" for r in busy]),
+            [{"model": r["model"], "runtime": r["runtime"], "precision": r["precision"], "batch": r["batch"],
+              "other_cpu_pct": r["other_cpu_pct"]} for r in busy]))
 
     if placements:
         low = sorted((p for p in placements if p.of_roof is not None and p.of_roof < ROOF_SHARE),

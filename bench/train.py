@@ -67,7 +67,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from bench.worker import _one_line, prepare_failed
+from bench.worker import _one_line, busy_warning, prepare_failed
 
 MODE_TRAIN = "train"
 MODE_TRIAL = "maxbatch-trial"  # one trial of a --find-max-batch search: memory only, no timing
@@ -346,7 +346,7 @@ def run_train_job(job: dict[str, Any], emit: Any) -> None:
     ``job["mode"]`` is ``train`` (timed cells) or ``maxbatch-trial`` (memory pass only, one batch);
     ``job["train"]`` holds optimizer, mem_cap_mib, train_samples."""
     from bench.env import environment
-    from bench.harness import QUICK, StopRule, measure
+    from bench.harness import QUICK, StopRule, cpu_snapshot, measure, other_cpu_pct
     from bench.profile import count_macs, count_params
     from bench.record import Record
     from bench.sources import parse_dtype, resolve
@@ -438,7 +438,9 @@ def run_train_job(job: dict[str, Any], emit: Any) -> None:
                 if watchdog:  # the extra rotated input sets are the harness's, not the step's: allow for them
                     watchdog.cap_mib = cap + (len(sets) - 1) * tensor_mib(_set_tensors(sets[0]))
                 if not trial:
+                    before = cpu_snapshot()
                     timing = measure(ts, sets, rule, cuda=cuda)
+                    rec.other_cpu_pct = other_cpu_pct(before, cpu_snapshot())
                     st = summarize(timing.samples_ms)
                     rec.latency_p50_ms, rec.latency_p90_ms = st.p50_ms, st.p90_ms
                     rec.latency_p95_ms, rec.latency_p99_ms = st.p95_ms, st.p99_ms
@@ -455,6 +457,8 @@ def run_train_job(job: dict[str, Any], emit: Any) -> None:
                     rec.samples_ms = [round(s, 6) for s in timing.samples_ms]
                     if not st.stable:
                         rec.warning = f"unstable: CV {st.cv:.0%} > 10%; close other programs or use --min-time"
+                    if busy_warning(rec.other_cpu_pct):
+                        rec.warning = "; ".join(w for w in (rec.warning, busy_warning(rec.other_cpu_pct)) if w)
                     if train_samples:
                         rec.time_to_train_s = time_to_train_s(int(train_samples), rec.throughput_sps)
                 del sets[1:]

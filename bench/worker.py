@@ -49,6 +49,15 @@ class _Emitter:
         self.fh.flush()
 
 
+def busy_warning(other_pct: float | None) -> str:
+    """The record's warning when other processes shared the CPUs while it was timed (bench.harness.BUSY_PCT)."""
+    from bench.harness import BUSY_PCT
+
+    if other_pct is None or other_pct <= BUSY_PCT:
+        return ""
+    return f"busy machine: other processes took {other_pct:.0f}% of the CPUs while timing; re-measure on an idle one"
+
+
 def prepare_failed(e: Exception, unsupported: type[Exception], batches: list[int], new_record: Callable[..., Any],
                    emit: _Emitter) -> None:
     """Building the model or preparing the runtime raised: every cell of the group gets a record saying so,
@@ -92,7 +101,15 @@ def run_job(job: dict[str, Any], emit: _Emitter) -> None:
     import torch
 
     from bench.env import environment
-    from bench.harness import QUICK, StopRule, measure, peak_rss_mib, reset_peak_rss
+    from bench.harness import (
+        QUICK,
+        StopRule,
+        cpu_snapshot,
+        measure,
+        other_cpu_pct,
+        peak_rss_mib,
+        reset_peak_rss,
+    )
     from bench.record import Record
     from bench.runtimes import UnsupportedCell, get_runtime
     from bench.sources import parse_dtype, resolve
@@ -162,7 +179,9 @@ def run_job(job: dict[str, Any], emit: _Emitter) -> None:
             rec.flops = 2 * rec.macs
         try:
             sets = [rt.convert(src.example_inputs(batch=b, seed=s)) for s in range(job.get("input_sets", 4))]
+            before = cpu_snapshot()
             timing = measure(rt.run, sets, rule, cuda=cuda)
+            rec.other_cpu_pct = other_cpu_pct(before, cpu_snapshot())
             st = summarize(timing.samples_ms)
             rec.latency_p50_ms, rec.latency_p90_ms = st.p50_ms, st.p90_ms
             rec.latency_p95_ms, rec.latency_p99_ms = st.p95_ms, st.p99_ms
@@ -177,6 +196,8 @@ def run_job(job: dict[str, Any], emit: _Emitter) -> None:
             rec.samples_ms = [round(s, 6) for s in timing.samples_ms]
             if not st.stable:
                 rec.warning = f"unstable: CV {st.cv:.0%} > 10%; close other programs or use --min-time"
+            if busy_warning(rec.other_cpu_pct):
+                rec.warning = "; ".join(w for w in (rec.warning, busy_warning(rec.other_cpu_pct)) if w)
             # Memory pass, separate from timing: peak RSS over a few calls after resetting the high-water mark.
             if cuda:
                 torch.cuda.reset_peak_memory_stats()

@@ -162,6 +162,14 @@ def test_unstable_cells_are_marked() -> None:
     assert "[unstable: CV > 10%]" in verdict(compare_pair(base, base | {"latency_cv": 0.4}, n_boot=100))
 
 
+def test_cells_timed_on_a_busy_machine_are_marked() -> None:
+    base = {"model": "m", "runtime": "torch", "precision": "fp32", "batch": 1, "device": "cpu", "status": "ok",
+            "samples_ms": [1.0, 1.1, 0.9, 1.0], "other_cpu_pct": 2.0}
+    assert "[busy" not in verdict(compare_pair(base, base, n_boot=100))
+    assert "[busy machine: 48% other CPU]" in verdict(compare_pair(base, base | {"other_cpu_pct": 48.0}, n_boot=100))
+    assert "[busy machine: 30% other CPU]" in verdict(compare_pair(base | {"other_cpu_pct": 30.0}, base, n_boot=100))
+
+
 def test_single_valued_metric_is_gated_on_threshold_alone(result) -> None:
     c = _cell(result, "syn_tiny_lm")
     rss = c.changes["peak_rss_mib"]

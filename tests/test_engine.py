@@ -52,6 +52,36 @@ def test_measure_rotates_inputs_and_honours_stop_rule() -> None:
     assert seen[:3] == [0, 1, 2] and set(seen) == {0, 1, 2}
 
 
+def test_other_cpu_pct_formula() -> None:
+    from bench.harness import CpuSnapshot, other_cpu_pct
+
+    # 2 s of wall on 4 CPUs = 8 CPU-s of capacity; 5 CPU-s busy in all, 1 of them ours: 4 / 8 = 50% others'.
+    assert other_cpu_pct(CpuSnapshot(100.0, 10.0, 0.0), CpuSnapshot(105.0, 11.0, 2.0), ncpu=4) == 50.0
+    assert other_cpu_pct(CpuSnapshot(100.0, 10.0, 0.0), CpuSnapshot(100.5, 11.0, 2.0), ncpu=4) == 0.0  # clamped
+    assert other_cpu_pct(None, CpuSnapshot(1.0, 1.0, 1.0)) is None
+    assert other_cpu_pct(CpuSnapshot(1.0, 1.0, 1.0), CpuSnapshot(1.0, 1.0, 1.0)) is None  # zero interval
+
+
+@pytest.mark.skipif(not Path("/proc/stat").exists(), reason="needs Linux /proc/stat")
+def test_other_cpu_pct_sees_a_busy_neighbour() -> None:
+    """Processes spinning beside us while we sleep: their CPU time shows up as others', ours does not."""
+    from bench.harness import cpu_snapshot, other_cpu_pct
+
+    ncpu = os.cpu_count() or 1
+    k = min(ncpu, 4)
+    spin = "import time\nt = time.time()\nwhile time.time() - t < 3: pass"
+    procs = [subprocess.Popen([sys.executable, "-c", spin]) for _ in range(k)]
+    try:
+        time.sleep(0.5)  # the spinners are up
+        before = cpu_snapshot()
+        time.sleep(1.0)
+        pct = other_cpu_pct(before, cpu_snapshot())
+    finally:
+        for p in procs:
+            p.wait()
+    assert pct is not None and pct > 0.6 * 100 * k / ncpu, pct  # each spinner holds one CPU
+
+
 def test_failing_cells_leave_failed_records_and_others_complete(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.chdir(TESTS)  # user factories import from the current directory, as for a user
     spec = RunSpec(

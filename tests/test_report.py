@@ -95,6 +95,15 @@ def test_findings_are_computed_from_the_data(run: list[dict[str, Any]]) -> None:
     assert "int8-dynamic |       1 |" not in md.split("### transformer", 1)[1].split("##", 1)[0]
 
 
+def test_cells_timed_on_a_busy_machine_are_a_finding(run: list[dict[str, Any]]) -> None:
+    assert "busy machine" not in markdown(run)  # the fixtures carry no other_cpu_pct
+    busy = [r | {"other_cpu_pct": 47.0} if r["model"] == "syn_mlp" and r["runtime"] == "torch" else
+            r | {"other_cpu_pct": 3.0} for r in run]
+    findings_md = markdown(busy).split("## Findings", 1)[1].split("## Fastest runtime per model", 1)[0]
+    assert "**Timed on a busy machine**: 1 of 10 cells shared the CPUs" in findings_md
+    assert "syn_mlp torch fp32 b1: 47% other CPU" in findings_md
+
+
 def test_finding_functions_on_their_own(run: list[dict[str, Any]]) -> None:
     mis = macs_mispredictions(run)
     pairs = {(d["a"]["model"], d["b"]["model"], d["a"]["runtime"]) for d in mis}
