@@ -335,7 +335,7 @@ class CellRunner:
 
 
 _RUNNER = pytest.StashKey[CellRunner]()
-_COLLECTED = pytest.StashKey[bool]()  # the budget file was collected as a path given to pytest
+_REPORTED_ERROR = pytest.StashKey[bool]()  # collecting the budget file failed, and pytest reported it
 
 
 class BudgetFile(pytest.File):
@@ -346,6 +346,7 @@ class BudgetFile(pytest.File):
         try:
             suite = load_suite(pyproject_path(self.config), Path(budgets_file) if budgets_file else None)
         except UsageError as e:
+            self.config.stash[_REPORTED_ERROR] = True
             raise self.CollectError(f"archbench: {e}") from None
         for budget in suite.budgets:
             for cell in suite.cells():
@@ -379,14 +380,17 @@ class BudgetItem(pytest.Item):
 def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> BudgetFile | None:
     # `pytest --archbench pyproject.toml` (or a folder holding it): only the budget items, through here.
     if parent.config.getoption("archbench") and file_path.resolve() == pyproject_path(parent.config).resolve():
-        parent.config.stash[_COLLECTED] = True
         return BudgetFile.from_parent(parent, path=file_path)
     return None
 
 
 @pytest.hookimpl(tryfirst=True)  # before -k / -m deselect, so they select budget items too
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
-    if not config.getoption("archbench") or config.stash.get(_COLLECTED, False):
+    # Walking down to the paths given (`pytest --archbench tests`), pytest visits the rootdir's pyproject.toml too and
+    # then drops what it collected there: add the budget items unless some already came through.
+    if not config.getoption("archbench") or config.stash.get(_REPORTED_ERROR, False):
+        return
+    if any(isinstance(i, BudgetItem) for i in items):
         return
     col = BudgetFile.from_parent(session, path=pyproject_path(config))
     # Collected like any file: a failed report is an "ERROR collecting pyproject.toml" and stops the session.
@@ -396,7 +400,28 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
         items.extend(i for i in rep.result if isinstance(i, pytest.Item))
 
 
+class _StorageOutsideCwd:
+    """pytest-benchmark (5.3) words its "machine_info is different" warning with the storage path relative to the
+    working directory, and raises ValueError when the storage is not below it (this repository's baseline, compared
+    from another folder): an INTERNALERROR. Wrap that hook and give the warning with the absolute path instead."""
+
+    @pytest.hookimpl(wrapper=True, optionalhook=True)
+    def pytest_benchmark_compare_machine_info(self, config: pytest.Config, benchmarksession: Any,
+                                              machine_info: dict[str, Any],
+                                              compared_benchmark: dict[str, Any]) -> Iterator[Any]:
+        try:
+            return (yield)
+        except ValueError:
+            path = getattr(benchmarksession.storage, "path", None)
+            if path is None or Path.cwd() in Path(path).resolve().parents:
+                raise
+            benchmarksession.logger.warning(f"Benchmark machine_info is different from the baseline's in {path}")
+            return []
+
+
 def pytest_configure(config: pytest.Config) -> None:
+    if config.pluginmanager.hasplugin("benchmark"):
+        config.pluginmanager.register(_StorageOutsideCwd(), "archbench-benchmark-storage-outside-cwd")
     out = config.getoption("archbench_out")
     if config.getoption("archbench") and out and (Path(out) / "records.jsonl").exists():
         raise pytest.UsageError(f"--archbench-out {out}: records.jsonl exists there; remove it or choose another "
@@ -438,7 +463,7 @@ def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: di
     machine_info["archbench"] = machine_fingerprint(fixture_threads(config))
 
 
-@pytest.hookimpl(optionalhook=True)
+@pytest.hookimpl(optionalhook=True, tryfirst=True)  # before pytest-benchmark's own, which may raise (below)
 def pytest_benchmark_compare_machine_info(config: pytest.Config, benchmarksession: Any,
                                           machine_info: dict[str, Any], compared_benchmark: dict[str, Any]) -> None:
     mine = machine_info.get("archbench") or machine_fingerprint(fixture_threads(config))

@@ -173,6 +173,37 @@ def test_budgets_file_and_keyword_selection(pytester):
     assert pytester.runpytest("--co", "-q").ret == pytest.ExitCode.NO_TESTS_COLLECTED  # no --archbench, no items
 
 
+@pytest.mark.parametrize("where", ["no-args", "tests-dir", "pyproject-and-tests", "from-subfolder"])
+def test_budget_items_are_collected_however_pytest_is_pointed(pytester, where):
+    """`pytest --archbench tests` once collected only tests/ and passed without judging a budget (pytest visits the
+    rootdir's pyproject.toml on the way down to tests/, then drops it)."""
+    pytester.makepyprojecttoml(QUICK_INI + '[tool.archbench]\nmodels = ["mlp_s"]\nbatch = [1, 8]\n'
+                               '[tool.archbench.budgets.edge]\np95_ms = "<= 20"\n')
+    pytester.mkdir("tests").joinpath("test_plain.py").write_text("def test_ok():\n    pass\n")
+    args = {"no-args": [], "tests-dir": ["tests"], "pyproject-and-tests": ["pyproject.toml", "tests"],
+            "from-subfolder": []}[where]
+    if where == "from-subfolder":
+        pytester.chdir()
+        import os
+
+        os.chdir("tests")
+    res = pytester.runpytest("--archbench", "--co", "-q", *args, *QUIET)
+    res.stdout.fnmatch_lines_random(["*pyproject.toml::edge[[]mlp_s-torch-fp32-b1[]]",
+                                     "*pyproject.toml::edge[[]mlp_s-torch-fp32-b8[]]", "*test_plain.py::test_ok"])
+    res.stdout.fnmatch_lines(["3 tests collected*"])
+    sel = pytester.runpytest("--archbench", "--co", "-q", "-k", "edge and b8", *args, *QUIET)
+    sel.stdout.fnmatch_lines(["*pyproject.toml::edge[[]mlp_s-torch-fp32-b8[]]", "1/3 tests collected*"])
+
+
+def test_malformed_suite_is_an_error_when_pointed_at_tests_too(pytester):
+    pytester.makepyprojecttoml(QUICK_INI + '[tool.archbench]\nmodels = ["mlp_s"]\n[tool.archbench.budgets.edge]\n'
+                               'p95 = "<= 20"\n')
+    pytester.mkdir("tests").joinpath("test_plain.py").write_text("def test_ok():\n    pass\n")
+    res = pytester.runpytest("--archbench", "tests", *QUIET)
+    assert res.ret == pytest.ExitCode.INTERRUPTED
+    res.stdout.fnmatch_lines(["*ERROR collecting pyproject.toml*", "*unknown budget metric 'p95'*"])
+
+
 # ------------------------------------------------------------------------------------------- the fixture
 
 FIXTURE_TESTS = """
@@ -247,3 +278,22 @@ def test_compare_refuses_a_baseline_from_another_machine(pytester):
     refused = pytester.runpytest(*args, "--archbench-same-machine")
     assert refused.ret == pytest.ExitCode.USAGE_ERROR
     assert "--archbench-same-machine" in refused.stderr.str()
+
+
+@pytest.mark.filterwarnings("ignore:Benchmark machine_info is different", "ignore:archbench. the baseline")
+def test_compare_with_a_storage_outside_the_working_directory(pytester, tmp_path_factory):
+    """pytest-benchmark words its machine_info warning with the storage relative to the cwd, and raised (an
+    INTERNALERROR) for this repository's baseline compared from another folder; the plugin words it instead."""
+    from pytest_benchmark.logger import PytestBenchmarkWarning
+    from pytest_benchmark.utils import get_machine_id
+
+    base = {"machine_info": {"node": "laptop", "archbench": {"fingerprint": "Other CPU|64||2.0|1.0|64"}},
+            "commit_info": {}, "benchmarks": [], "datetime": "2026-01-01T00:00:00", "version": "5.3.1"}
+    store = tmp_path_factory.mktemp("elsewhere") / "store"
+    (store / get_machine_id()).mkdir(parents=True)
+    (store / get_machine_id() / "0001_base.json").write_text(json.dumps(base))
+    pytester.makepyfile(test_x="def test_x():\n    pass\n")
+    with pytest.warns(PytestBenchmarkWarning, match=f"machine_info is different from the baseline's in {store}"):
+        res = pytester.runpytest(f"--benchmark-storage=file://{store}", "--benchmark-compare=0001", *QUIET)
+    res.assert_outcomes(passed=1)
+    assert "INTERNALERROR" not in res.stdout.str() + res.stderr.str()
