@@ -221,6 +221,10 @@ def parse_profile(name: str, table: dict[str, Any], source: str, section: str = 
     for key, value in table.items():
         if key in ("description", "confidence"):
             continue
+        try:
+            metric(key)  # an unknown name first: quoting the value would not fix it
+        except UsageError as e:
+            raise UsageError(f"{where}: {e}") from None
         values = value if isinstance(value, list) else [value]
         for v in values:
             if isinstance(v, bool) or not isinstance(v, str):

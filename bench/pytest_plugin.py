@@ -16,6 +16,8 @@ Two ways to put budgets under test:
       device = "cpu"                          # default "cpu"
       threads = 0                             # intra-op threads; default 0: --archbench-threads, else all CPUs
       timeout_s = 300                         # per cell
+      input_shape = [1, 3, 160, 160]          # for factories that state no example input (as --input-shape)
+      dtype = "float32"                       # its dtype (as --dtype)
 
       [tool.archbench.budgets.edge]           # one table per profile; the schema of bench.budgets' profiles
       p95_ms = "<= 20"
@@ -64,7 +66,8 @@ from bench.pytest_bench import (
 
 __all__ = ["ArchbenchBench", "BudgetFailed", "BudgetInconclusive", "assert_budget"]
 
-SUITE_KEYS = ("models", "runtimes", "precisions", "batch", "device", "threads", "timeout_s", "budgets")
+SUITE_KEYS = ("models", "runtimes", "precisions", "batch", "device", "threads", "timeout_s", "input_shape", "dtype",
+              "budgets")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -162,6 +165,8 @@ class Suite:
     device: str = "cpu"
     threads: int = 0
     timeout_s: float = 300.0
+    input_shape: tuple[int, ...] | None = None
+    dtype: str | None = None
 
     def cells(self) -> list[Cell]:
         return [Cell(m, r, p, b) for m in self.models for r in self.runtimes for p in self.precisions
@@ -234,8 +239,21 @@ def load_suite(pyproject: Path, budgets_file: Path | None = None) -> Suite:
     timeout = tool.get("timeout_s", 300.0)
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
         raise UsageError(f"{where}: timeout_s = {timeout!r}; expected seconds > 0")
+    shape = tool.get("input_shape")
+    if shape is not None and (not isinstance(shape, list) or not shape
+                              or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in shape)):
+        raise UsageError(f"{where}: input_shape = {shape!r}; expected positive integers, e.g. [1, 3, 160, 160]")
+    dtype = tool.get("dtype")
+    if dtype is not None:
+        from bench.sources import parse_dtype
+
+        try:
+            parse_dtype(str(dtype))
+        except UsageError as e:
+            raise UsageError(f"{where}: dtype = {dtype!r}: {e}") from None
     budgets = _load_budgets(tool, pyproject, budgets_file)
-    return Suite(pyproject, budgets, models, runtimes, precisions, tuple(batches), device, threads, float(timeout))
+    return Suite(pyproject, budgets, models, runtimes, precisions, tuple(batches), device, threads, float(timeout),
+                 tuple(shape) if shape else None, str(dtype) if dtype is not None else None)
 
 
 def _check_models(models: tuple[str, ...], where: str) -> None:
@@ -321,6 +339,7 @@ class CellRunner:
             threads = suite.threads or fixture_threads(self.config) or 0  # 0: all CPUs, as archbench run
             spec = RunSpec(models=[cell.model], out=self.out(), runtimes=[cell.runtime], precisions=[cell.precision],
                            batches=todo, device=suite.device, threads=threads, rule=suite_rule(self.config, suite),
+                           input_shape=suite.input_shape, dtype=suite.dtype,
                            timeout_s=suite.timeout_s, resume=True)
             for rec in run(spec):
                 d = asdict(rec)

@@ -78,7 +78,7 @@ class ModelSource:
 
     def example_inputs(self, batch: int | None = None, seed: int = 0) -> tuple[torch.Tensor, ...]:
         if self.input_spec is None:
-            raise UsageError(f"{self.name}: the model states no example input; pass --input-shape (and --dtype)")
+            raise UsageError(f"{self.name}: the model states no example input; pass --input-shape (and --dtype), or in pytest input_shape in [tool.archbench] or archbench_bench.model(..., input_shape=...)")
         g = torch.Generator().manual_seed(seed)
         return (self.input_spec.make(batch=batch, generator=g),)
 
@@ -182,5 +182,5 @@ def resolve(
     module.eval()
     src = ModelSource(ref, kind, module, None, spec, knobs, family=family)
     if spec is None:
-        raise UsageError(f"{ref}: the model states no example input; pass --input-shape (and --dtype)")
+        raise UsageError(f"{ref}: the model states no example input; pass --input-shape (and --dtype), or in pytest input_shape in [tool.archbench] or archbench_bench.model(..., input_shape=...)")
     return src

@@ -135,6 +135,7 @@ def test_valid_budget_files(tmp_path: Path, content: str, arg: str, profile: str
         ("[profiles.x]\np95_ms = \"=< 20\"\n", "{f}", None, "bad budget term 'p95_ms =< 20' in"),
         ("[profiles.x]\np95_ms = \"=< 20\"\n", "{f}", None, "key 'p95_ms'"),
         ("[profiles.x]\nlatncy = \"<= 20\"\n", "{f}", None, "unknown budget metric 'latncy'"),
+        ("[profiles.x]\np95_ms2 = 3\n", "{f}", None, "[profiles.x]: unknown budget metric 'p95_ms2'"),  # not "quote it"
         ("[profiles.x]\nconfidence = 1.5\np95_ms = \"<= 2\"\n", "{f}", None, "confidence = 1.5"),
         ("[profiles.x]\ndescription = \"nothing\"\n", "{f}", None, "[profiles.x]: no budget terms"),
         ("p95_ms = \"<= 20\"\n", "{f}", None, "unknown top-level key 'p95_ms'"),

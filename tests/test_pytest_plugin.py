@@ -150,12 +150,14 @@ BAD_SUITES = [
      ["*unknown runtime 'onnxruntme' in runtimes; did you mean 'onnxruntime'?*"]),
     ('models = ["mlp_ss"]\n[tool.archbench.budgets.edge]\np95_ms = "<= 20"\n', ["*models: unknown model 'mlp_ss'*"]),
     ('models = ["mlp_s"]\n', ["*no [[]tool.archbench.budgets.NAME[]] table*"]),
+    ('models = ["mlp_s"]\ninput_shape = "1,7"\n[tool.archbench.budgets.edge]\np95_ms = "<= 20"\n',
+     ["*input_shape = '1,7'; expected positive integers, e.g. [[]1, 3, 160, 160[]]"]),
 ]
 
 
 @pytest.mark.parametrize(("table", "lines"), BAD_SUITES, ids=["unit-in-number", "unknown-metric", "operator",
                                                                "no-models", "unknown-runtime", "unknown-model",
-                                                               "no-budgets"])
+                                                               "no-budgets", "input-shape"])
 def test_malformed_suite_is_a_collection_error_naming_it(pytester, table, lines):
     pytester.makepyprojecttoml(QUICK_INI + "[tool.archbench]\n" + table)
     res = pytester.runpytest("--archbench", *QUIET)
@@ -297,3 +299,13 @@ def test_compare_with_a_storage_outside_the_working_directory(pytester, tmp_path
         res = pytester.runpytest(f"--benchmark-storage=file://{store}", "--benchmark-compare=0001", *QUIET)
     res.assert_outcomes(passed=1)
     assert "INTERNALERROR" not in res.stdout.str() + res.stderr.str()
+
+
+def test_suite_input_shape_for_a_factory_that_states_none(pytester):
+    pytester.makepyfile(mynets="import torch\n\ndef tiny():\n    return torch.nn.Linear(7, 3)\n")
+    pytester.makepyprojecttoml(QUICK_INI + '[tool.archbench]\nmodels = ["mynets:tiny"]\ninput_shape = [2, 7]\n'
+                               '[tool.archbench.budgets.edge]\nparams = "<= 100"\n')
+    res = pytester.runpytest("--archbench", "--archbench-out", "cells", *QUIET)
+    res.assert_outcomes(passed=1)
+    rec = json.loads((pytester.path / "cells" / "records.jsonl").read_text().splitlines()[0])
+    assert (rec["status"], rec["input_shape"], rec["params"]) == ("ok", "1x7", 24)  # batch 1 from the suite
