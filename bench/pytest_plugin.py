@@ -419,10 +419,22 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
         items.extend(i for i in rep.result if isinstance(i, pytest.Item))
 
 
-class _StorageOutsideCwd:
-    """pytest-benchmark (5.3) words its "machine_info is different" warning with the storage path relative to the
-    working directory, and raises ValueError when the storage is not below it (this repository's baseline, compared
-    from another folder): an INTERNALERROR. Wrap that hook and give the warning with the absolute path instead."""
+class _PytestBenchmarkFixes:
+    """Two rough edges of pytest-benchmark (5.3, with pytest 9) that archbench's CI recipe runs into:
+
+    - it words its "machine_info is different" warning with the storage path relative to the working directory and
+      raises ValueError when the storage is not below it (this repository's baseline, compared from another folder):
+      an INTERNALERROR. The warning is given with the absolute path instead;
+    - ``--benchmark-compare-fail`` signals a regression by raising PerformanceRegression out of the terminal
+      summary: after its own "Performance has regressed" lines, pytest printed ~60 lines of its internals. The
+      exception is caught, the session's exit status set to 1 (tests failed), and one line says why.
+    """
+
+    def __init__(self) -> None:
+        self.session: pytest.Session | None = None
+
+    def pytest_sessionstart(self, session: pytest.Session) -> None:
+        self.session = session
 
     @pytest.hookimpl(wrapper=True, optionalhook=True)
     def pytest_benchmark_compare_machine_info(self, config: pytest.Config, benchmarksession: Any,
@@ -437,10 +449,23 @@ class _StorageOutsideCwd:
             benchmarksession.logger.warning(f"Benchmark machine_info is different from the baseline's in {path}")
             return []
 
+    @pytest.hookimpl(wrapper=True)
+    def pytest_terminal_summary(self, terminalreporter: Any) -> Iterator[None]:
+        from pytest_benchmark.session import PerformanceRegression
+
+        try:
+            return (yield)
+        except PerformanceRegression:
+            terminalreporter.write_line("archbench: --benchmark-compare-fail: performance has regressed (above); "
+                                        "exit status 1", red=True, bold=True)
+            if self.session is not None:
+                self.session.exitstatus = pytest.ExitCode.TESTS_FAILED
+            return None
+
 
 def pytest_configure(config: pytest.Config) -> None:
     if config.pluginmanager.hasplugin("benchmark"):
-        config.pluginmanager.register(_StorageOutsideCwd(), "archbench-benchmark-storage-outside-cwd")
+        config.pluginmanager.register(_PytestBenchmarkFixes(), "archbench-pytest-benchmark-fixes")
     out = config.getoption("archbench_out")
     if config.getoption("archbench") and out and (Path(out) / "records.jsonl").exists():
         raise pytest.UsageError(f"--archbench-out {out}: records.jsonl exists there; remove it or choose another "

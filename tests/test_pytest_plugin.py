@@ -309,3 +309,22 @@ def test_suite_input_shape_for_a_factory_that_states_none(pytester):
     res.assert_outcomes(passed=1)
     rec = json.loads((pytester.path / "cells" / "records.jsonl").read_text().splitlines()[0])
     assert (rec["status"], rec["input_shape"], rec["params"]) == ("ok", "1x7", 24)  # batch 1 from the suite
+
+
+def test_compare_fail_exits_1_without_a_traceback(pytester):
+    """pytest-benchmark raises PerformanceRegression out of the terminal summary; pytest then printed its internals."""
+    import glob
+
+    pytester.makepyfile(test_b="def test_b(benchmark):\n    benchmark(lambda: sum(range(2000)))\n")
+    pytester.runpytest("--benchmark-storage=store", "--benchmark-save=base", *QUIET).assert_outcomes(passed=1)
+    saved = glob.glob(str(pytester.path / "store" / "*" / "0001_base.json"))[0]
+    data = json.loads(open(saved).read())
+    for b in data["benchmarks"]:  # a baseline 100x faster than this code: a regression by any threshold
+        b["stats"] = {k: v / 100 if isinstance(v, float) else v for k, v in b["stats"].items()}
+    open(saved, "w").write(json.dumps(data))
+    res = pytester.runpytest("--benchmark-storage=store", "--benchmark-compare=0001",
+                             "--benchmark-compare-fail=min:50%", *QUIET)
+    assert res.ret == pytest.ExitCode.TESTS_FAILED
+    out = res.stdout.str() + res.stderr.str()
+    assert "Performance has regressed" in out and "archbench: --benchmark-compare-fail: performance has regressed" in out
+    assert "Traceback" not in out and "INTERNALERROR" not in out
