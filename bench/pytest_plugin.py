@@ -206,7 +206,10 @@ def load_suite(pyproject: Path, budgets_file: Path | None = None) -> Suite:
     file, table and key of the first problem."""
     from bench.budgets import _load_toml
 
-    data = _load_toml(pyproject) if pyproject.is_file() else {}
+    if not pyproject.is_file():
+        raise UsageError(f"{pyproject}: no such file; --archbench reads [tool.archbench] from the pyproject.toml in "
+                         "pytest's rootdir (run pytest from your project, or pass --rootdir)")
+    data = _load_toml(pyproject)
     tool = data.get("tool", {}).get("archbench") if isinstance(data.get("tool"), dict) else None
     where = f"{pyproject} [tool.archbench]"
     if not isinstance(tool, dict):

@@ -328,3 +328,10 @@ def test_compare_fail_exits_1_without_a_traceback(pytester):
     out = res.stdout.str() + res.stderr.str()
     assert "Performance has regressed" in out and "archbench: --benchmark-compare-fail: performance has regressed" in out
     assert "Traceback" not in out and "INTERNALERROR" not in out
+
+
+def test_archbench_without_a_pyproject_says_so(pytester):
+    pytester.makepyfile(test_x="def test_x():\n    pass\n")
+    res = pytester.runpytest("--archbench", *QUIET)
+    assert res.ret == pytest.ExitCode.INTERRUPTED
+    res.stdout.fnmatch_lines(["*pyproject.toml: no such file; --archbench reads [[]tool.archbench[]]*"])
