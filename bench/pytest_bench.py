@@ -89,6 +89,7 @@ class Timed:
     first_ms: float | None  # the cold call
     warmup_iters: int
     measure_s: float  # wall time of the timed rounds (setup included)
+    other_cpu_pct: float | None = None  # others' share of all CPUs during the timed rounds (bench.harness)
 
 
 def _noop() -> None:
@@ -140,11 +141,15 @@ def time_with_benchmark(benchmark: Any, fn: Callable[[Any], Any], input_sets: Se
         sync()
         return out
 
+    from bench.harness import cpu_snapshot, other_cpu_pct
+
+    before = cpu_snapshot()
     loop_start = clock()
     benchmark.pedantic(target, setup=next_inputs, rounds=rounds, warmup_rounds=0, iterations=1)
     measure_s = clock() - loop_start
+    others = other_cpu_pct(before, cpu_snapshot())
     samples = [d * 1e3 for d in benchmark.stats.stats.data]  # seconds per round (iterations=1) -> ms
-    return Timed(samples, first_ms, len(warm), measure_s)
+    return Timed(samples, first_ms, len(warm), measure_s, others)
 
 
 def fill_latency(rec: Record, timed: Timed) -> None:
@@ -168,13 +173,18 @@ def fill_latency(rec: Record, timed: Timed) -> None:
     rec.samples_ms = [round(s, 6) for s in timed.samples_ms]
     if not st.stable:
         rec.warning = f"unstable: CV {st.cv:.0%} > 10%; close other programs or raise --archbench-min-time"
+    from bench.worker import busy_warning
+
+    rec.other_cpu_pct = timed.other_cpu_pct
+    if busy_warning(timed.other_cpu_pct):
+        rec.warning = "; ".join(w for w in (rec.warning, busy_warning(timed.other_cpu_pct)) if w)
 
 
 # Record fields copied into benchmark.extra_info["archbench"] (everything but the raw samples and provenance).
 EXTRA_FIELDS = (
     "model", "runtime", "precision", "batch", "device", "threads", "family", "knobs", "input_shape", "input_dtype",
     "quant_method", "params", "macs", "flops", "size_mib", "n_samples", "throughput_sps", "achieved_gflops",
-    "load_ms", "first_inference_ms", "warmup_iters", "warning",
+    "load_ms", "first_inference_ms", "warmup_iters", "other_cpu_pct", "warning",
 )
 PERCENTILES = (("p50_ms", "latency_p50_ms"), ("p90_ms", "latency_p90_ms"), ("p95_ms", "latency_p95_ms"),
                ("p99_ms", "latency_p99_ms"), ("mean_ms", "latency_mean_ms"), ("std_ms", "latency_std_ms"),
