@@ -132,7 +132,7 @@ def judge_and_report(out: Path | None, records: list[dict[str, Any]], budget: An
     p = select.pick(verdicts, objective or select.DEFAULT_OBJECTIVE, records)
     for line in vr.pick_lines(p, records):
         print(line)
-    flags = select.int8_slower(records, budget.confidence) + select.dominated(records, budget.confidence)
+    flags = select.slower_than_fp32(records, budget.confidence) + select.dominated(records, budget.confidence)
     for line in vr.flag_lines(flags):
         print(line)
     if out is not None:

@@ -54,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
         confidence = 0.95
     p = select.pick(verdicts, args.objective, records)
     fronts = select.pareto_front(records, axes, args.across_models)
-    flags = select.int8_slower(records, confidence) + select.dominated(records, confidence, args.across_models)
+    flags = select.slower_than_fp32(records, confidence) + select.dominated(records, confidence, args.across_models)
     if args.format == "json":
         print(json.dumps({
             "objective": p.objective.name, "direction": p.objective.better,

@@ -6,7 +6,7 @@ end-of-run table. The only place record numbers become display strings.
                   csv_name="report.csv", json_name="report.json")   # what `archbench report` writes
 
 The markdown has: an environment header (one line set per machine), conventions, computed **findings** (MACs
-that fail to predict latency, int8 slower than fp32, the fastest runtime per model and by how much, unstable
+that fail to predict latency, int8/fp16/bf16 slower than fp32, the fastest runtime per model and by how much, unstable
 cells, cells timed on a busy machine, cells far below their roofline, budget verdicts), one table per model
 family, a cross-machine table when records come from several machines, the roofline placement and per-layer
 memory/compute bounds when measured peaks are given, and links to the plots.
@@ -130,7 +130,7 @@ def runtime_winners(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
 
 @dataclass
 class Finding:
-    kind: str  # macs_mispredict | int8_slower | runtime_winner | unstable | busy | overhead_bound |
+    kind: str  # macs_mispredict | slower_than_fp32 | runtime_winner | unstable | busy | overhead_bound |
     #            memory_bound | budget | failed | machines
     text: str  # one markdown paragraph/bullet
     items: list[str] = field(default_factory=list)  # sub-bullets
@@ -171,8 +171,11 @@ def macs_mispredictions(records: Sequence[dict[str, Any]], macs_ratio: float = M
     return sorted(best.values(), key=lambda d: -d["surprise"])
 
 
-def int8_slowdowns(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """int8 cells slower (p50) than the fp32 cell of the same model, runtime, batch, device and machine."""
+def precision_slowdowns(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Reduced-precision cells (int8, fp16, bf16) slower (p50) than the fp32 cell of the same model, runtime,
+    batch, device and machine."""
+    from bench.select import REDUCED
+
     fp32: dict[tuple, dict[str, Any]] = {}
     for r in _ok(records):
         if r["precision"] == "fp32":
@@ -180,7 +183,7 @@ def int8_slowdowns(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
                   _mode(r))] = r
     out = []
     for r in _ok(records):
-        if "int8" not in str(r["precision"]):
+        if r["precision"] not in REDUCED:
             continue
         base = fp32.get((fingerprint(r), r["model"], r.get("knobs") or "", r["runtime"], r["batch"], r["device"],
                          _mode(r)))
@@ -190,7 +193,7 @@ def int8_slowdowns(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
                 from bench.compare import mann_whitney_u
 
                 p_value = mann_whitney_u(base["samples_ms"], r["samples_ms"]).p_value
-            out.append({"int8": r, "fp32": base, "slowdown": r["latency_p50_ms"] / base["latency_p50_ms"],
+            out.append({"variant": r, "fp32": base, "slowdown": r["latency_p50_ms"] / base["latency_p50_ms"],
                         "p_value": p_value})
     return sorted(out, key=lambda d: -d["slowdown"])
 
@@ -243,19 +246,20 @@ def findings(records: Sequence[dict[str, Any]], placements: Sequence[Any] = ()) 
               "precision": d["a"]["precision"], "batch": d["a"]["batch"], "macs_ratio": d["macs_ratio"],
               "latency_ratio": d["latency_ratio"]} for d in mis]))
 
-    slow8 = int8_slowdowns(records)
-    if slow8:
+    slow = precision_slowdowns(records)
+    if slow:
         out.append(Finding(
-            "int8_slower", f"**int8 slower than fp32** in {len(slow8)} cell(s) (quantized kernels missing or "
-            "quantize/dequantize overhead on this CPU):",
-            _capped([f"**{d['int8']['model']}** {d['int8']['precision']} ({d['int8']['runtime']} b{d['int8']['batch']}"
-                     f"{where(d['int8'])}): {d['slowdown']:.2f}x slower, {num(d['int8']['latency_p50_ms'])} ms vs "
-                     f"{num(d['fp32']['latency_p50_ms'])} ms fp32"
+            "slower_than_fp32", f"**Reduced precision slower than fp32** in {len(slow)} cell(s) (int8: quantized "
+            "kernels missing or quantize/dequantize overhead; fp16/bf16: few native half-precision kernels on this "
+            "hardware, casts around the rest):",
+            _capped([f"**{d['variant']['model']}** {d['variant']['precision']} ({d['variant']['runtime']} "
+                     f"b{d['variant']['batch']}{where(d['variant'])}): {d['slowdown']:.2f}x slower, "
+                     f"{num(d['variant']['latency_p50_ms'])} ms vs {num(d['fp32']['latency_p50_ms'])} ms fp32"
                      + (f" (within noise: Mann-Whitney p = {d['p_value']:.2g})"
-                        if d["p_value"] is not None and d["p_value"] >= 0.05 else "") for d in slow8]),
-            [{"model": d["int8"]["model"], "runtime": d["int8"]["runtime"], "batch": d["int8"]["batch"],
-              "precision": d["int8"]["precision"], "slowdown": d["slowdown"], "p_value": d["p_value"]}
-             for d in slow8]))
+                        if d["p_value"] is not None and d["p_value"] >= 0.05 else "") for d in slow]),
+            [{"model": d["variant"]["model"], "runtime": d["variant"]["runtime"], "batch": d["variant"]["batch"],
+              "precision": d["variant"]["precision"], "slowdown": d["slowdown"], "p_value": d["p_value"]}
+             for d in slow]))
 
     wins = runtime_winners(records)
     if wins:

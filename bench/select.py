@@ -113,7 +113,7 @@ def slower_beyond_noise(a_samples: Sequence[float], b_samples: Sequence[float], 
 class Flag:
     record: dict[str, Any]
     other: dict[str, Any]  # the dominating record, or the fp32 parent
-    kind: str  # "dominated" | "int8-slower"
+    kind: str  # "dominated" | "slower-than-fp32"
     ratio: float  # latency ratio record / other (p50)
     beyond_noise: bool
 
@@ -143,17 +143,21 @@ def fp32_parent(r: dict[str, Any], records: Sequence[dict[str, Any]]) -> dict[st
     return None
 
 
-def int8_slower(records: Sequence[dict[str, Any]], confidence: float = 0.95) -> list[Flag]:
-    """int8 records whose p50 latency is above their fp32 parent's (int8 is not free on every CPU)."""
+REDUCED = ("fp16", "bf16", "int8-dynamic", "int8-static")  # the precisions made from an fp32 parent
+
+
+def slower_than_fp32(records: Sequence[dict[str, Any]], confidence: float = 0.95) -> list[Flag]:
+    """Reduced-precision records (int8, fp16, bf16) whose p50 latency is above their fp32 parent's: int8 needs
+    quantized kernels and fp16/bf16 native half-precision ones, which many CPUs lack."""
     flags = []
     for r in records:
-        if r.get("status") != "ok" or not str(r.get("precision", "")).startswith("int8"):
+        if r.get("status") != "ok" or r.get("precision") not in REDUCED:
             continue
         parent = fp32_parent(r, records)
         if parent is None or not r.get("latency_p50_ms") or not parent.get("latency_p50_ms"):
             continue
         if r["latency_p50_ms"] > parent["latency_p50_ms"]:
-            flags.append(Flag(r, parent, "int8-slower", r["latency_p50_ms"] / parent["latency_p50_ms"],
+            flags.append(Flag(r, parent, "slower-than-fp32", r["latency_p50_ms"] / parent["latency_p50_ms"],
                               slower_beyond_noise(r.get("samples_ms") or [], parent.get("samples_ms") or [],
                                                   confidence)))
     return flags

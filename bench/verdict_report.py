@@ -126,8 +126,9 @@ def flag_lines(flags: Sequence[Flag]) -> list[str]:
     for f in flags:
         noise = ("beyond sampling noise" if f.beyond_noise
                  else "within sampling noise: the median bounds overlap")
-        if f.kind == "int8-slower":
-            out.append(f"int8 slower than fp32: {record_label(f.record)} p50 {num(f.record['latency_p50_ms'], 3)} ms "
+        if f.kind == "slower-than-fp32":
+            family = "int8" if str(f.record["precision"]).startswith("int8") else f.record["precision"]
+            out.append(f"{family} slower than fp32: {record_label(f.record)} p50 {num(f.record['latency_p50_ms'], 3)} ms "
                        f"is {f.ratio:.2f}x its fp32 parent's {num(f.other['latency_p50_ms'], 3)} ms ({noise})")
         else:
             out.append(f"dominated: {record_label(f.record)} ({num(f.record['size_mib'], 3)} MiB, p50 "

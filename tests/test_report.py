@@ -18,9 +18,9 @@ from bench.merge import cross_machine_rows, load_records, machines, resolve_path
 from bench.record import CSV_FIELDS
 from bench.report import (
     family_tables,
-    int8_slowdowns,
     macs_mispredictions,
     markdown,
+    precision_slowdowns,
     report_json,
     runtime_winners,
     table_rows,
@@ -104,12 +104,24 @@ def test_cells_timed_on_a_busy_machine_are_a_finding(run: list[dict[str, Any]]) 
     assert "syn_mlp torch fp32 b1: 47% other CPU" in findings_md
 
 
+def test_fp16_slower_than_fp32_is_a_finding(run: list[dict[str, Any]]) -> None:
+    fp32 = next(r for r in run if r["model"] == "syn_mlp" and r["runtime"] == "torch" and r["precision"] == "fp32")
+    fp16 = fp32 | {"precision": "fp16", "latency_p50_ms": 7 * fp32["latency_p50_ms"],
+                   "samples_ms": [7 * x for x in fp32["samples_ms"]]}
+    slow = precision_slowdowns([*run, fp16])
+    assert [(d["variant"]["model"], d["variant"]["precision"], round(d["slowdown"], 1)) for d in slow] == [
+        ("syn_mlp", "fp16", 7.0), ("syn_convnet_wide", "int8-dynamic", 1.3)]
+    md = markdown([*run, fp16])
+    assert "**Reduced precision slower than fp32** in 2 cell(s)" in md
+    assert "**syn_mlp** fp16 (torch b1): 7.00x slower" in md
+
+
 def test_finding_functions_on_their_own(run: list[dict[str, Any]]) -> None:
     mis = macs_mispredictions(run)
     pairs = {(d["a"]["model"], d["b"]["model"], d["a"]["runtime"]) for d in mis}
     assert pairs == {("syn_convnet_depthwise", "syn_convnet_wide", "torch")}  # onnxruntime: 0.62x latency, fine
-    slow = int8_slowdowns(run)
-    assert [(d["int8"]["model"], round(d["slowdown"], 1)) for d in slow] == [("syn_convnet_wide", 1.3)]
+    slow = precision_slowdowns(run)
+    assert [(d["variant"]["model"], round(d["slowdown"], 1)) for d in slow] == [("syn_convnet_wide", 1.3)]
     assert slow[0]["p_value"] < 1e-6  # well beyond noise
     wins = {w["model"]: w for w in runtime_winners(run)}
     assert set(wins) == {"syn_convnet_wide", "syn_convnet_depthwise", "syn_mlp", "syn_tiny_lm"}
@@ -158,7 +170,7 @@ def test_write_reports_csv_columns_and_json(tmp_path: Path, run: list[dict[str, 
     assert doc["records"][0]["sqnr_db"] == "inf"
     assert all("samples_ms" not in r and "_source" not in r for r in doc["records"])
     kinds = {f["kind"] for f in doc["findings"]}
-    assert {"macs_mispredict", "int8_slower", "runtime_winner", "unstable", "budget", "failed"} <= kinds
+    assert {"macs_mispredict", "slower_than_fp32", "runtime_winner", "unstable", "budget", "failed"} <= kinds
     assert doc["peaks"][0]["ridge_flop_per_byte"] == pytest.approx(10.0)
 
 

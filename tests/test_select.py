@@ -1,4 +1,4 @@
-"""Selection: pick by objective (direction per metric), Pareto fronts, dominated and int8-slower flags, sweeps."""
+"""Selection: pick by objective (direction per metric), Pareto fronts, dominated and slower-than-fp32 flags, sweeps."""
 
 from __future__ import annotations
 
@@ -94,10 +94,20 @@ def test_dominated_flags_bigger_and_slower_within_a_model() -> None:
 def test_int8_slower_than_fp32_parent(int8_p50: float, spread: float, flagged: bool, beyond_noise: bool) -> None:
     rs = [rec(precision="fp32", p50=1.0, spread=spread), rec(precision="int8-dynamic", p50=int8_p50, spread=spread),
           rec(precision="int8-dynamic", runtime="torch", p50=50.0)]  # no torch fp32 parent: not compared
-    flags = select.int8_slower(rs)
+    flags = select.slower_than_fp32(rs)
     assert bool(flags) is flagged
     if flagged:
         assert flags[0].ratio == pytest.approx(int8_p50) and flags[0].beyond_noise is beyond_noise
+
+
+def test_fp16_and_bf16_slower_than_fp32_are_flagged_too() -> None:
+    rs = [rec(precision="fp32", runtime="torch", p50=3.6), rec(precision="fp16", runtime="torch", p50=25.0),
+          rec(precision="bf16", runtime="torch", p50=2.0)]  # faster: nothing to say
+    flags = select.slower_than_fp32(rs)
+    assert [(f.record["precision"], round(f.ratio, 2), f.beyond_noise) for f in flags] == [("fp16", 6.94, True)]
+    from bench.verdict_report import flag_lines
+
+    assert flag_lines(flags)[0].startswith("fp16 slower than fp32: m torch fp16 b1 p50 25 ms is 6.94x")
 
 
 def test_variants_is_the_cartesian_product_in_order() -> None:
@@ -121,7 +131,7 @@ def test_pick_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["pick", str(f), "--objective", "p50_ms", "--format", "json"]) == 0  # no budget: all ok records
     data = json.loads(capsys.readouterr().out)
     assert data["pick"] == "m onnxruntime int8-static b1" and data["direction"] == "lower"
-    assert {fl["kind"] for fl in data["flags"]} == {"int8-slower", "dominated"}
+    assert {fl["kind"] for fl in data["flags"]} == {"slower-than-fp32", "dominated"}
 
 
 def test_sweep_runs_every_variant_and_picks_the_smallest(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
