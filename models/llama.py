@@ -151,24 +151,16 @@ class Llama(nn.Module):
 
 
 @register_model
-def llama_tiny(
-    width: float = 1.0, depth: int = 2, seq_len: int = 64, vocab_size: int = 1024, fused: bool = False
-) -> Llama:
+def llama_tiny(width: float = 1.0, depth: int = 2, seq_len: int = 64, vocab_size: int = 1024,
+               fused: bool = False) -> Llama:
     """LLaMA tiny: D 128, 2 layers, 4 heads of 32, 64 tokens, vocab 1024."""
-    return Llama(
-        LlamaConfig(
-            vocab_size=vocab_size, dim=128, depth=depth, heads=4, seq_len=seq_len, width=width, fused=fused
-        )
-    )
+    return Llama(LlamaConfig(vocab_size=vocab_size, dim=128, depth=depth, heads=4, seq_len=seq_len,
+                             width=width, fused=fused))
 
 
 @register_model
-def llama_s(
-    width: float = 1.0, depth: int = 4, seq_len: int = 128, vocab_size: int = 2048, fused: bool = False
-) -> Llama:
+def llama_s(width: float = 1.0, depth: int = 4, seq_len: int = 128, vocab_size: int = 2048,
+            fused: bool = False) -> Llama:
     """LLaMA small: D 192, 4 layers, 3 heads of 64, 128 tokens, vocab 2048."""
-    return Llama(
-        LlamaConfig(
-            vocab_size=vocab_size, dim=192, depth=depth, heads=3, seq_len=seq_len, width=width, fused=fused
-        )
-    )
+    return Llama(LlamaConfig(vocab_size=vocab_size, dim=192, depth=depth, heads=3, seq_len=seq_len,
+                             width=width, fused=fused))

@@ -50,34 +50,16 @@ class MLP(nn.Module):
 
 
 @register_model
-def mlp_s(
-    width: float = 1.0, depth: int = 2, in_features: int = 64, num_classes: int = 10, fused: bool = False
-) -> MLP:
+def mlp_s(width: float = 1.0, depth: int = 2, in_features: int = 64, num_classes: int = 10,
+          fused: bool = False) -> MLP:
     """MLP small: 64 features -> 2 x 256 hidden -> 10 classes."""
-    return MLP(
-        MLPConfig(
-            in_features=in_features,
-            hidden=256,
-            depth=depth,
-            num_classes=num_classes,
-            width=width,
-            fused=fused,
-        )
-    )
+    return MLP(MLPConfig(in_features=in_features, hidden=256, depth=depth, num_classes=num_classes,
+                         width=width, fused=fused))
 
 
 @register_model
-def mlp_m(
-    width: float = 1.0, depth: int = 4, in_features: int = 256, num_classes: int = 10, fused: bool = False
-) -> MLP:
+def mlp_m(width: float = 1.0, depth: int = 4, in_features: int = 256, num_classes: int = 10,
+          fused: bool = False) -> MLP:
     """MLP medium: 256 features -> 4 x 1024 hidden -> 10 classes."""
-    return MLP(
-        MLPConfig(
-            in_features=in_features,
-            hidden=1024,
-            depth=depth,
-            num_classes=num_classes,
-            width=width,
-            fused=fused,
-        )
-    )
+    return MLP(MLPConfig(in_features=in_features, hidden=1024, depth=depth, num_classes=num_classes,
+                         width=width, fused=fused))

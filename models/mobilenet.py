@@ -105,28 +105,16 @@ class MobileNetV2(nn.Module):
 
 
 @register_model
-def mobilenet_s(
-    width: float = 0.5,
-    depth: int | None = 2,
-    resolution: int = 96,
-    num_classes: int = 10,
-    fused: bool = False,
-) -> MobileNetV2:
+def mobilenet_s(width: float = 0.5, depth: int | None = 2, resolution: int = 96, num_classes: int = 10,
+                fused: bool = False) -> MobileNetV2:
     """MobileNetV2 small: width 0.5, 2 blocks in each of the 7 stages, 96 px."""
-    return MobileNetV2(
-        MobileNetConfig(depth=depth, resolution=resolution, num_classes=num_classes, width=width, fused=fused)
-    )
+    return MobileNetV2(MobileNetConfig(depth=depth, resolution=resolution, num_classes=num_classes,
+                                       width=width, fused=fused))
 
 
 @register_model
-def mobilenetv2(
-    width: float = 1.0,
-    depth: int | None = None,
-    resolution: int = 224,
-    num_classes: int = 1000,
-    fused: bool = False,
-) -> MobileNetV2:
+def mobilenetv2(width: float = 1.0, depth: int | None = None, resolution: int = 224, num_classes: int = 1000,
+                fused: bool = False) -> MobileNetV2:
     """MobileNetV2 exactly as torchvision (3.50M params, 0.30 GMACs at 224); depth None = (1,2,3,4,3,3,1)."""
-    return MobileNetV2(
-        MobileNetConfig(depth=depth, resolution=resolution, num_classes=num_classes, width=width, fused=fused)
-    )
+    return MobileNetV2(MobileNetConfig(depth=depth, resolution=resolution, num_classes=num_classes,
+                                       width=width, fused=fused))

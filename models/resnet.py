@@ -154,88 +154,36 @@ def _layers(depth: int | None, published: tuple[int, ...]) -> tuple[int, ...]:
 
 
 @register_model
-def resnet_s(
-    width: float = 1.0, depth: int = 1, resolution: int = 64, num_classes: int = 10, fused: bool = False
-) -> ResNet:
+def resnet_s(width: float = 1.0, depth: int = 1, resolution: int = 64, num_classes: int = 10,
+             fused: bool = False) -> ResNet:
     """ResNet small: basic blocks + SE, widths 32-256, 1 block per stage, 64 px."""
-    return ResNet(
-        ResNetConfig(
-            block="basic",
-            layers=_layers(depth, (1, 1, 1, 1)),
-            widths=(32, 64, 128, 256),
-            stem_width=32,
-            se=True,
-            resolution=resolution,
-            num_classes=num_classes,
-            width=width,
-            fused=fused,
-        )
-    )
+    return ResNet(ResNetConfig(block="basic", layers=_layers(depth, (1, 1, 1, 1)), widths=(32, 64, 128, 256),
+                               stem_width=32, se=True, resolution=resolution, num_classes=num_classes,
+                               width=width, fused=fused))
 
 
 @register_model
-def resnet_m(
-    width: float = 1.0, depth: int = 2, resolution: int = 96, num_classes: int = 10, fused: bool = False
-) -> ResNet:
+def resnet_m(width: float = 1.0, depth: int = 2, resolution: int = 96, num_classes: int = 10,
+             fused: bool = False) -> ResNet:
     """ResNet medium: bottleneck blocks + SE, widths 32-256 (x4 out), 2 blocks per stage, 96 px."""
-    return ResNet(
-        ResNetConfig(
-            block="bottleneck",
-            layers=_layers(depth, (2, 2, 2, 2)),
-            widths=(32, 64, 128, 256),
-            stem_width=32,
-            se=True,
-            resolution=resolution,
-            num_classes=num_classes,
-            width=width,
-            fused=fused,
-        )
-    )
+    return ResNet(ResNetConfig(block="bottleneck", layers=_layers(depth, (2, 2, 2, 2)),
+                               widths=(32, 64, 128, 256), stem_width=32, se=True, resolution=resolution,
+                               num_classes=num_classes, width=width, fused=fused))
 
 
 @register_model
-def resnet18(
-    width: float = 1.0,
-    depth: int | None = None,
-    resolution: int = 224,
-    num_classes: int = 1000,
-    fused: bool = False,
-) -> ResNet:
+def resnet18(width: float = 1.0, depth: int | None = None, resolution: int = 224, num_classes: int = 1000,
+             fused: bool = False) -> ResNet:
     """ResNet-18 exactly as torchvision (11.69M params, 1.81 GMACs at 224); depth None = (2, 2, 2, 2)."""
-    return ResNet(
-        ResNetConfig(
-            block="basic",
-            layers=_layers(depth, (2, 2, 2, 2)),
-            widths=(64, 128, 256, 512),
-            stem_width=64,
-            se=False,
-            resolution=resolution,
-            num_classes=num_classes,
-            width=width,
-            fused=fused,
-        )
-    )
+    return ResNet(ResNetConfig(block="basic", layers=_layers(depth, (2, 2, 2, 2)), widths=(64, 128, 256, 512),
+                               stem_width=64, se=False, resolution=resolution, num_classes=num_classes,
+                               width=width, fused=fused))
 
 
 @register_model
-def resnet50(
-    width: float = 1.0,
-    depth: int | None = None,
-    resolution: int = 224,
-    num_classes: int = 1000,
-    fused: bool = False,
-) -> ResNet:
+def resnet50(width: float = 1.0, depth: int | None = None, resolution: int = 224, num_classes: int = 1000,
+             fused: bool = False) -> ResNet:
     """ResNet-50 exactly as torchvision (25.56M params, 4.09 GMACs at 224); depth None = (3, 4, 6, 3)."""
-    return ResNet(
-        ResNetConfig(
-            block="bottleneck",
-            layers=_layers(depth, (3, 4, 6, 3)),
-            widths=(64, 128, 256, 512),
-            stem_width=64,
-            se=False,
-            resolution=resolution,
-            num_classes=num_classes,
-            width=width,
-            fused=fused,
-        )
-    )
+    return ResNet(ResNetConfig(block="bottleneck", layers=_layers(depth, (3, 4, 6, 3)),
+                               widths=(64, 128, 256, 512), stem_width=64, se=False, resolution=resolution,
+                               num_classes=num_classes, width=width, fused=fused))

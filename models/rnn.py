@@ -55,50 +55,16 @@ class RNNClassifier(nn.Module):
 
 
 @register_model
-def lstm_s(
-    width: float = 1.0,
-    depth: int = 1,
-    seq_len: int = 64,
-    vocab_size: int = 1000,
-    num_classes: int = 10,
-    fused: bool = False,
-) -> RNNClassifier:
+def lstm_s(width: float = 1.0, depth: int = 1, seq_len: int = 64, vocab_size: int = 1000,
+           num_classes: int = 10, fused: bool = False) -> RNNClassifier:
     """LSTM small: embed 64, hidden 128, 1 layer, 64 tokens."""
-    return RNNClassifier(
-        RNNConfig(
-            cell="lstm",
-            vocab_size=vocab_size,
-            embed_dim=64,
-            hidden=128,
-            depth=depth,
-            seq_len=seq_len,
-            num_classes=num_classes,
-            width=width,
-            fused=fused,
-        )
-    )
+    return RNNClassifier(RNNConfig(cell="lstm", vocab_size=vocab_size, embed_dim=64, hidden=128, depth=depth,
+                                   seq_len=seq_len, num_classes=num_classes, width=width, fused=fused))
 
 
 @register_model
-def gru_s(
-    width: float = 1.0,
-    depth: int = 1,
-    seq_len: int = 64,
-    vocab_size: int = 1000,
-    num_classes: int = 10,
-    fused: bool = False,
-) -> RNNClassifier:
+def gru_s(width: float = 1.0, depth: int = 1, seq_len: int = 64, vocab_size: int = 1000,
+          num_classes: int = 10, fused: bool = False) -> RNNClassifier:
     """GRU small: embed 64, hidden 128, 1 layer, 64 tokens."""
-    return RNNClassifier(
-        RNNConfig(
-            cell="gru",
-            vocab_size=vocab_size,
-            embed_dim=64,
-            hidden=128,
-            depth=depth,
-            seq_len=seq_len,
-            num_classes=num_classes,
-            width=width,
-            fused=fused,
-        )
-    )
+    return RNNClassifier(RNNConfig(cell="gru", vocab_size=vocab_size, embed_dim=64, hidden=128, depth=depth,
+                                   seq_len=seq_len, num_classes=num_classes, width=width, fused=fused))

@@ -60,34 +60,16 @@ class VGG(nn.Module):
 
 
 @register_model
-def vgg_s(
-    width: float = 1.0, depth: int = 2, resolution: int = 64, num_classes: int = 10, fused: bool = False
-) -> VGG:
+def vgg_s(width: float = 1.0, depth: int = 2, resolution: int = 64, num_classes: int = 10,
+          fused: bool = False) -> VGG:
     """VGG small: 4 stages of 2 convs, 32-256 channels, 64 px."""
-    return VGG(
-        VGGConfig(
-            channels=(32, 64, 128, 256),
-            depth=depth,
-            resolution=resolution,
-            num_classes=num_classes,
-            width=width,
-            fused=fused,
-        )
-    )
+    return VGG(VGGConfig(channels=(32, 64, 128, 256), depth=depth, resolution=resolution,
+                         num_classes=num_classes, width=width, fused=fused))
 
 
 @register_model
-def vgg_m(
-    width: float = 1.0, depth: int = 2, resolution: int = 96, num_classes: int = 10, fused: bool = False
-) -> VGG:
+def vgg_m(width: float = 1.0, depth: int = 2, resolution: int = 96, num_classes: int = 10,
+          fused: bool = False) -> VGG:
     """VGG medium: 5 stages of 2 convs, 32-512 channels, 96 px."""
-    return VGG(
-        VGGConfig(
-            channels=(32, 64, 128, 256, 512),
-            depth=depth,
-            resolution=resolution,
-            num_classes=num_classes,
-            width=width,
-            fused=fused,
-        )
-    )
+    return VGG(VGGConfig(channels=(32, 64, 128, 256, 512), depth=depth, resolution=resolution,
+                         num_classes=num_classes, width=width, fused=fused))

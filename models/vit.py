@@ -109,48 +109,16 @@ class ViT(nn.Module):
 
 
 @register_model
-def vit_s(
-    width: float = 1.0,
-    depth: int = 6,
-    resolution: int = 64,
-    patch_size: int = 8,
-    num_classes: int = 10,
-    fused: bool = False,
-) -> ViT:
+def vit_s(width: float = 1.0, depth: int = 6, resolution: int = 64, patch_size: int = 8,
+          num_classes: int = 10, fused: bool = False) -> ViT:
     """ViT small: DeiT-Ti width (D 192, 3 heads), 6 layers, patch 8 on 64 px (65 tokens)."""
-    return ViT(
-        ViTConfig(
-            dim=192,
-            depth=depth,
-            heads=3,
-            patch_size=patch_size,
-            resolution=resolution,
-            num_classes=num_classes,
-            width=width,
-            fused=fused,
-        )
-    )
+    return ViT(ViTConfig(dim=192, depth=depth, heads=3, patch_size=patch_size, resolution=resolution,
+                         num_classes=num_classes, width=width, fused=fused))
 
 
 @register_model
-def vit_tiny(
-    width: float = 1.0,
-    depth: int = 12,
-    resolution: int = 224,
-    patch_size: int = 16,
-    num_classes: int = 1000,
-    fused: bool = False,
-) -> ViT:
+def vit_tiny(width: float = 1.0, depth: int = 12, resolution: int = 224, patch_size: int = 16,
+             num_classes: int = 1000, fused: bool = False) -> ViT:
     """ViT-Tiny / DeiT-Ti exactly (5.72M params, 1.26 GMACs at 224, 197 tokens)."""
-    return ViT(
-        ViTConfig(
-            dim=192,
-            depth=depth,
-            heads=3,
-            patch_size=patch_size,
-            resolution=resolution,
-            num_classes=num_classes,
-            width=width,
-            fused=fused,
-        )
-    )
+    return ViT(ViTConfig(dim=192, depth=depth, heads=3, patch_size=patch_size, resolution=resolution,
+                         num_classes=num_classes, width=width, fused=fused))
