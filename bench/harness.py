@@ -109,6 +109,13 @@ def measure(
 BUSY_PCT = 10.0
 
 
+def busy_warning(other_pct: float | None) -> str:
+    """A record's warning when other processes shared the CPUs while it was timed (``BUSY_PCT``), else ""."""
+    if other_pct is None or other_pct <= BUSY_PCT:
+        return ""
+    return f"busy machine: other processes took {other_pct:.0f}% of the CPUs while timing; re-measure on an idle one"
+
+
 @dataclass(frozen=True)
 class CpuSnapshot:
     busy_s: float  # all CPUs since boot: user + nice + system + irq + softirq + steal (/proc/stat), seconds

@@ -153,31 +153,15 @@ def time_with_benchmark(benchmark: Any, fn: Callable[[Any], Any], input_sets: Se
 
 
 def fill_latency(rec: Record, timed: Timed) -> None:
-    """Latency fields of ``rec`` from the samples (as bench.worker fills them)."""
-    from bench.stats import summarize, throughput_sps
-
-    rec.first_inference_ms = timed.first_ms
-    rec.warmup_iters, rec.measure_s = timed.warmup_iters, timed.measure_s
+    """Latency fields of ``rec`` from the samples (Record.fill_latency, as the workers fill them)."""
     if not timed.samples_ms:
+        rec.first_inference_ms = timed.first_ms
+        rec.warmup_iters, rec.measure_s = timed.warmup_iters, timed.measure_s
         rec.warning = "benchmarks disabled (--benchmark-disable): ran once, untimed"
         return
-    st = summarize(timed.samples_ms)
-    rec.latency_p50_ms, rec.latency_p90_ms, rec.latency_p95_ms, rec.latency_p99_ms = (
-        st.p50_ms, st.p90_ms, st.p95_ms, st.p99_ms)
-    rec.latency_mean_ms, rec.latency_std_ms, rec.latency_cv = st.mean_ms, st.std_ms, st.cv
-    rec.latency_min_ms, rec.latency_max_ms = st.min_ms, st.max_ms
-    rec.n_samples, rec.stable = st.n, st.stable
-    rec.throughput_sps = throughput_sps(rec.batch, st.mean_ms)
-    if rec.flops:
-        rec.achieved_gflops = rec.flops / (st.p50_ms * 1e-3) / 1e9  # FLOPs per call / p50 seconds
-    rec.samples_ms = [round(s, 6) for s in timed.samples_ms]
-    if not st.stable:
-        rec.warning = f"unstable: CV {st.cv:.0%} > 10%; close other programs or raise --archbench-min-time"
-    from bench.worker import busy_warning
-
-    rec.other_cpu_pct = timed.other_cpu_pct
-    if busy_warning(timed.other_cpu_pct):
-        rec.warning = "; ".join(w for w in (rec.warning, busy_warning(timed.other_cpu_pct)) if w)
+    rec.fill_latency(timed.samples_ms, first_ms=timed.first_ms, warmup_iters=timed.warmup_iters,
+                     measure_s=timed.measure_s, other_cpu_pct=timed.other_cpu_pct, flops_per_call=rec.flops,
+                     min_time_hint="--archbench-min-time")
 
 
 # Record fields copied into benchmark.extra_info["archbench"] (everything but the raw samples and provenance).

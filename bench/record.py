@@ -107,6 +107,36 @@ class Record:
     gpu_driver: str = ""
     samples_ms: list[float] = field(default_factory=list)
 
+    def fill_latency(self, samples_ms: list[float], *, first_ms: float | None, warmup_iters: int,
+                     measure_s: float, other_cpu_pct: float | None, flops_per_call: float | None = None,
+                     min_time_hint: str = "--min-time") -> None:
+        """The latency group from one timed loop: percentiles etc. (bench.stats.summarize over ``samples_ms``),
+        throughput = batch / mean, achieved GFLOP/s = ``flops_per_call`` / p50, and the unstable (CV > 10%) and
+        busy-machine (bench.harness.BUSY_PCT) warnings. Used by the inference and training workers and the pytest
+        fixture alike."""
+        from bench.harness import busy_warning
+        from bench.stats import summarize, throughput_sps
+
+        st = summarize(samples_ms)
+        self.latency_p50_ms, self.latency_p90_ms = st.p50_ms, st.p90_ms
+        self.latency_p95_ms, self.latency_p99_ms = st.p95_ms, st.p99_ms
+        self.latency_mean_ms, self.latency_std_ms = st.mean_ms, st.std_ms
+        self.latency_min_ms, self.latency_max_ms, self.latency_cv = st.min_ms, st.max_ms, st.cv
+        self.n_samples, self.stable = st.n, st.stable
+        self.throughput_sps = throughput_sps(self.batch, st.mean_ms)
+        if flops_per_call:
+            self.achieved_gflops = flops_per_call / (st.p50_ms * 1e-3) / 1e9
+        self.first_inference_ms = first_ms
+        self.warmup_iters, self.measure_s = warmup_iters, measure_s
+        self.samples_ms = [round(x, 6) for x in samples_ms]
+        self.other_cpu_pct = other_cpu_pct
+        warnings = [self.warning] if self.warning else []
+        if not st.stable:
+            warnings.append(f"unstable: CV {st.cv:.0%} > 10%; close other programs or use {min_time_hint}")
+        if busy_warning(other_cpu_pct):
+            warnings.append(busy_warning(other_cpu_pct))
+        self.warning = "; ".join(warnings)
+
     def key(self) -> tuple:
         return cell_key(asdict(self))
 

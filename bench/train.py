@@ -67,7 +67,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from bench.worker import _one_line, busy_warning, prepare_failed
+from bench.worker import _one_line, prepare_failed
 
 MODE_TRAIN = "train"
 MODE_TRIAL = "maxbatch-trial"  # one trial of a --find-max-batch search: memory only, no timing
@@ -350,7 +350,6 @@ def run_train_job(job: dict[str, Any], emit: Any) -> None:
     from bench.profile import count_macs, count_params
     from bench.record import Record
     from bench.sources import parse_dtype, resolve
-    from bench.stats import summarize, throughput_sps
 
     opts = job.get("train") or {}
     mode = job.get("mode") or MODE_TRAIN
@@ -440,25 +439,12 @@ def run_train_job(job: dict[str, Any], emit: Any) -> None:
                 if not trial:
                     before = cpu_snapshot()
                     timing = measure(ts, sets, rule, cuda=cuda)
-                    rec.other_cpu_pct = other_cpu_pct(before, cpu_snapshot())
-                    st = summarize(timing.samples_ms)
-                    rec.latency_p50_ms, rec.latency_p90_ms = st.p50_ms, st.p90_ms
-                    rec.latency_p95_ms, rec.latency_p99_ms = st.p95_ms, st.p99_ms
-                    rec.latency_mean_ms, rec.latency_std_ms = st.mean_ms, st.std_ms
-                    rec.latency_min_ms, rec.latency_max_ms, rec.latency_cv = st.min_ms, st.max_ms, st.cv
-                    rec.n_samples, rec.stable = st.n, st.stable
-                    rec.throughput_sps = throughput_sps(b, st.mean_ms)
-                    if rec.flops:
-                        # A step's work ~ 3 forwards (backward: grads w.r.t. activations and w.r.t. weights,
-                        # each ~ the forward's MACs): 3 x forward FLOPs / p50 step seconds.
-                        rec.achieved_gflops = 3 * rec.flops / (st.p50_ms * 1e-3) / 1e9
-                    rec.first_inference_ms = timing.first_ms  # the first step (includes compile)
-                    rec.warmup_iters, rec.measure_s = timing.warmup_iters, timing.measure_s
-                    rec.samples_ms = [round(s, 6) for s in timing.samples_ms]
-                    if not st.stable:
-                        rec.warning = f"unstable: CV {st.cv:.0%} > 10%; close other programs or use --min-time"
-                    if busy_warning(rec.other_cpu_pct):
-                        rec.warning = "; ".join(w for w in (rec.warning, busy_warning(rec.other_cpu_pct)) if w)
+                    # A step's work ~ 3 forwards (backward: grads w.r.t. activations and w.r.t. weights, each
+                    # ~ the forward's MACs): achieved GFLOP/s = 3 x forward FLOPs / p50 step seconds. The first
+                    # step (first_inference_ms) includes compilation.
+                    rec.fill_latency(timing.samples_ms, first_ms=timing.first_ms, warmup_iters=timing.warmup_iters,
+                                     measure_s=timing.measure_s, other_cpu_pct=other_cpu_pct(before, cpu_snapshot()),
+                                     flops_per_call=3 * rec.flops if rec.flops else None)
                     if train_samples:
                         rec.time_to_train_s = time_to_train_s(int(train_samples), rec.throughput_sps)
                 del sets[1:]

@@ -49,15 +49,6 @@ class _Emitter:
         self.fh.flush()
 
 
-def busy_warning(other_pct: float | None) -> str:
-    """The record's warning when other processes shared the CPUs while it was timed (bench.harness.BUSY_PCT)."""
-    from bench.harness import BUSY_PCT
-
-    if other_pct is None or other_pct <= BUSY_PCT:
-        return ""
-    return f"busy machine: other processes took {other_pct:.0f}% of the CPUs while timing; re-measure on an idle one"
-
-
 def prepare_failed(e: Exception, unsupported: type[Exception], batches: list[int], new_record: Callable[..., Any],
                    emit: _Emitter) -> None:
     """Building the model or preparing the runtime raised: every cell of the group gets a record saying so,
@@ -113,7 +104,6 @@ def run_job(job: dict[str, Any], emit: _Emitter) -> None:
     from bench.record import Record
     from bench.runtimes import UnsupportedCell, get_runtime
     from bench.sources import parse_dtype, resolve
-    from bench.stats import summarize, throughput_sps
 
     threads = int(job["threads"])
     runtime_name = job["runtime"]
@@ -181,23 +171,9 @@ def run_job(job: dict[str, Any], emit: _Emitter) -> None:
             sets = [rt.convert(src.example_inputs(batch=b, seed=s)) for s in range(job.get("input_sets", 4))]
             before = cpu_snapshot()
             timing = measure(rt.run, sets, rule, cuda=cuda)
-            rec.other_cpu_pct = other_cpu_pct(before, cpu_snapshot())
-            st = summarize(timing.samples_ms)
-            rec.latency_p50_ms, rec.latency_p90_ms = st.p50_ms, st.p90_ms
-            rec.latency_p95_ms, rec.latency_p99_ms = st.p95_ms, st.p99_ms
-            rec.latency_mean_ms, rec.latency_std_ms = st.mean_ms, st.std_ms
-            rec.latency_min_ms, rec.latency_max_ms, rec.latency_cv = st.min_ms, st.max_ms, st.cv
-            rec.n_samples, rec.stable = st.n, st.stable
-            rec.throughput_sps = throughput_sps(b, st.mean_ms)
-            if rec.flops:
-                rec.achieved_gflops = rec.flops / (st.p50_ms * 1e-3) / 1e9  # FLOPs per forward / p50 seconds
-            rec.first_inference_ms = timing.first_ms
-            rec.warmup_iters, rec.measure_s = timing.warmup_iters, timing.measure_s
-            rec.samples_ms = [round(s, 6) for s in timing.samples_ms]
-            if not st.stable:
-                rec.warning = f"unstable: CV {st.cv:.0%} > 10%; close other programs or use --min-time"
-            if busy_warning(rec.other_cpu_pct):
-                rec.warning = "; ".join(w for w in (rec.warning, busy_warning(rec.other_cpu_pct)) if w)
+            rec.fill_latency(timing.samples_ms, first_ms=timing.first_ms, warmup_iters=timing.warmup_iters,
+                             measure_s=timing.measure_s, other_cpu_pct=other_cpu_pct(before, cpu_snapshot()),
+                             flops_per_call=rec.flops)  # achieved GFLOP/s = FLOPs per forward / p50
             # Memory pass, separate from timing: peak RSS over a few calls after resetting the high-water mark.
             if cuda:
                 torch.cuda.reset_peak_memory_stats()
