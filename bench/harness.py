@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -156,21 +157,24 @@ def other_cpu_pct(before: CpuSnapshot | None, after: CpuSnapshot | None, ncpu: i
     return max(0.0, 100.0 * other / (wall * ncpu))
 
 
-def reset_peak_rss() -> bool:
-    """Reset this process's peak RSS (VmHWM) so the next read covers only what follows (Linux >= 4.0).
-
-    The high-water mark restarts at the current RSS, so first collect garbage and hand free heap back to the OS
-    (glibc ``malloc_trim``): what preparing the cell freed (an fp32 graph loaded for fp16 conversion, say) would
-    otherwise count as the model's. On vit_s that was 47 MiB of an fp16 ONNX Runtime cell's peak; 14 MiB after.
-    """
+def trim_heap() -> None:
+    """Collect garbage and hand freed heap pages back to the OS (glibc malloc_trim), so RSS reflects live memory."""
     import ctypes
     import gc
 
     gc.collect()
-    try:
+    with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
+
+
+def reset_peak_rss() -> bool:
+    """Reset this process's peak RSS (VmHWM) so the next read covers only what follows (Linux >= 4.0).
+
+    The high-water mark restarts at the current RSS, so the heap is trimmed first (``trim_heap``): what preparing
+    the cell freed (an fp32 graph loaded for fp16 conversion, say) would otherwise count as the model's. On vit_s
+    that was 47 MiB of an fp16 ONNX Runtime cell's peak; 14 MiB after.
+    """
+    trim_heap()
     try:
         with open("/proc/self/clear_refs", "w") as fh:
             fh.write("5")

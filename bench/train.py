@@ -51,7 +51,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import gc
 import json
 import os
 import sys
@@ -67,6 +66,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from bench.harness import trim_heap
 from bench.worker import _one_line, prepare_failed
 
 MODE_TRAIN = "train"
@@ -116,13 +116,6 @@ def available_mib() -> float | None:
     except OSError:
         pass
     return None
-
-
-def trim_heap() -> None:
-    """Collect garbage and hand freed heap pages back to the OS (glibc malloc_trim), so RSS reflects live memory."""
-    gc.collect()
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 class RssWatchdog:
@@ -311,8 +304,7 @@ def memory_pass(ts: TrainStep, data: Any, baseline_mib: float, steps: int = MEM_
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
     else:
-        trim_heap()
-        reset_peak_rss()
+        reset_peak_rss()  # trims the heap first
     for _ in range(steps):
         ts(data)
     if cuda:
