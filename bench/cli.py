@@ -34,6 +34,21 @@ exit codes: 0 ok, 1 a check failed, 2 bad input (one line on stderr; --debug for
 KNOB_FLAGS: dict[str, type] = {"width": float, "depth": int, "resolution": int, "seq_len": int, "num_classes": int}
 
 
+def add_cell_options(p: argparse.ArgumentParser) -> None:
+    """--batch, --device, --threads: shared by `run` and `sweep`."""
+    p.add_argument("--batch", default="1", help="comma list of batch sizes (default 1)")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    p.add_argument("--threads", type=int, default=None, help="intra-op threads for every runtime (default: all CPUs)")
+
+
+def add_timing_options(p: argparse.ArgumentParser) -> None:
+    """--timeout and the stop rule (--min-time, --min-iters, --warmup): shared by `run` and `sweep`."""
+    p.add_argument("--timeout", type=float, default=300.0, help="seconds per cell before it is killed (default 300)")
+    p.add_argument("--min-time", type=float, default=None, help="seconds of timed calls per cell (default 0.4)")
+    p.add_argument("--min-iters", type=int, default=None, help="timed calls per cell at least (default 20)")
+    p.add_argument("--warmup", type=int, default=None, help="warm-up calls at least (default 3)")
+
+
 def add_model_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("model options")
     g.add_argument("--input-shape", metavar="1,3,224,224", help="example input shape when the model cannot say")
@@ -418,15 +433,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default torch,onnxruntime; --mode train: torch)")
     p.add_argument("--precision", default="fp32",
                    help="comma list: fp32, fp16, bf16, int8-dynamic, int8-static (default fp32)")
-    p.add_argument("--batch", default="1", help="comma list of batch sizes (default 1)")
-    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
-    p.add_argument("--threads", type=int, default=None, help="intra-op threads for every runtime (default: all CPUs)")
+    add_cell_options(p)
     p.add_argument("--out", help="output folder (default runs/<timestamp>)")
     p.add_argument("--resume", action="store_true", help="continue a run in --out: skip cells that have ok records")
-    p.add_argument("--timeout", type=float, default=300.0, help="seconds per cell before it is killed (default 300)")
-    p.add_argument("--min-time", type=float, default=None, help="seconds of timed calls per cell (default 0.4)")
-    p.add_argument("--min-iters", type=int, default=None, help="timed calls per cell at least (default 20)")
-    p.add_argument("--warmup", type=int, default=None, help="warm-up calls at least (default 3)")
+    add_timing_options(p)
     add_model_options(p)
     from bench import trainopts
 

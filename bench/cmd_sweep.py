@@ -28,6 +28,7 @@ SWEEP_KNOBS: dict[str, type] = {"width": float, "depth": int, "resolution": int,
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from bench.budget_cli import add_budget_arguments, add_variant_arguments
+    from bench.cli import add_cell_options, add_timing_options
     from bench.select import DEFAULT_OBJECTIVE
 
     p.add_argument("model", help="zoo name (or pkg.module:factory taking the knobs as keywords)")
@@ -37,15 +38,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--knob", action="append", default=[], metavar="K=V1,V2", help="any builder keyword, repeatable")
     p.add_argument("--runtime", default="torch,onnxruntime", help="comma list: torch, torch-compile, onnxruntime")
     p.add_argument("--precision", default="fp32", help="comma list: fp32, fp16, bf16, int8-dynamic, int8-static")
-    p.add_argument("--batch", default="1", help="comma list of batch sizes (default 1)")
-    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
-    p.add_argument("--threads", type=int, default=None, help="intra-op threads for every runtime (default: all CPUs)")
+    add_cell_options(p)
     p.add_argument("--out", help="output folder (default runs/sweep-<timestamp>)")
     p.add_argument("--resume", action="store_true", help="continue a sweep in --out")
-    p.add_argument("--timeout", type=float, default=300.0, help="seconds per cell before it is killed (default 300)")
-    p.add_argument("--min-time", type=float, default=None, help="seconds of timed calls per cell (default 0.4)")
-    p.add_argument("--min-iters", type=int, default=None, help="timed calls per cell at least (default 20)")
-    p.add_argument("--warmup", type=int, default=None, help="warm-up calls at least (default 3)")
+    add_timing_options(p)
     p.add_argument("--objective", default=DEFAULT_OBJECTIVE, help=f"what the pick optimizes (default {DEFAULT_OBJECTIVE})")
     add_budget_arguments(p, required=True)
     add_variant_arguments(p)
