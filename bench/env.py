@@ -62,7 +62,7 @@ def gpu_info() -> tuple[str, str]:
 
 @functools.lru_cache(maxsize=1)
 def environment() -> dict[str, Any]:
-    """Fields shared by every record of this process (see bench.record.Record)."""
+    """Fields shared by every record of this process (see archbench.bench.record.Record)."""
     gpu, driver = gpu_info()
     return {
         "archbench_version": _version("archbench"),

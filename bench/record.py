@@ -23,7 +23,7 @@ class Record:
     # --- identity of the cell
     model: str  # zoo name, pkg.module:factory or file.onnx, as given
     runtime: str  # torch | torch-compile | onnxruntime
-    precision: str  # fp32 | fp16 | bf16 | int8-dynamic | int8-static (bench.quantize)
+    precision: str  # fp32 | fp16 | bf16 | int8-dynamic | int8-static (archbench.bench.measure.quantize)
     batch: int
     device: str  # cpu | cuda
     threads: int  # intra-op threads of the runtime that measured (torch and onnxruntime alike)
@@ -53,7 +53,7 @@ class Record:
     throughput_sps: float | None = None  # batch / mean latency
     achieved_gflops: float | None = None  # flops / p50 latency / 1e9
     stable: bool | None = None  # cv <= 10%
-    other_cpu_pct: float | None = None  # % of all CPUs other processes (and steal) used while timing (bench.harness)
+    other_cpu_pct: float | None = None  # % of all CPUs other processes (and steal) used while timing (archbench.bench.measure.harness)
     # --- cold start
     load_ms: float | None = None  # build/load the model, or export + create the ONNX Runtime session
     first_inference_ms: float | None = None  # the very first call at this batch (includes compile for torch.compile)
@@ -61,7 +61,7 @@ class Record:
     peak_rss_mib: float | None = None  # worker's peak resident memory during a separate inference pass
     cuda_max_allocated_mib: float | None = None
     cuda_max_reserved_mib: float | None = None
-    # --- fidelity vs the torch fp32 model on the same inputs (bench.fidelity: definitions there)
+    # --- fidelity vs the torch fp32 model on the same inputs (archbench.bench.measure.fidelity: definitions there)
     max_abs_err: float | None = None  # max |ref - out| over every fidelity input set
     top1_agree: float | None = None  # argmax agreement over the last dim; logits outputs (B, C) / (B, N, V) only
     top1_rows: int | None = None  # rows (samples, or tokens for LMs) top1_agree rests on
@@ -73,10 +73,10 @@ class Record:
     warmup_iters: int | None = None
     measure_s: float | None = None  # wall time of the timed loop
     warning: str = ""
-    # --- training (bench.train; mode train: latency_* = one training step, throughput_sps = batch / mean step)
+    # --- training (archbench.bench.measure.train; mode train: latency_* = one training step, throughput_sps = batch / mean step)
     mode: str = "infer"  # infer | train | maxbatch-trial (one memory-only trial of --find-max-batch)
     optimizer: str = ""  # sgd | adamw (mode train)
-    loss_fn: str = ""  # next-token-cross-entropy | cross-entropy | mse (random targets; see bench.train)
+    loss_fn: str = ""  # next-token-cross-entropy | cross-entropy | mse (random targets; see archbench.bench.measure.train)
     train_peak_mem_mib: float | None = None  # CPU: worker peak RSS; CUDA: max_memory_allocated; over a step
     train_mem_baseline_mib: float | None = None  # before the model was built (interpreter, libraries)
     param_mib: float | None = None  # exact: numel x element_size of the parameters
@@ -110,12 +110,12 @@ class Record:
     def fill_latency(self, samples_ms: list[float], *, first_ms: float | None, warmup_iters: int,
                      measure_s: float, other_cpu_pct: float | None, flops_per_call: float | None = None,
                      min_time_hint: str = "--min-time") -> None:
-        """The latency group from one timed loop: percentiles etc. (bench.stats.summarize over ``samples_ms``),
+        """The latency group from one timed loop: percentiles etc. (archbench.bench.analyze.stats.summarize over ``samples_ms``),
         throughput = batch / mean, achieved GFLOP/s = ``flops_per_call`` / p50, and the unstable (CV > 10%) and
-        busy-machine (bench.harness.BUSY_PCT) warnings. Used by the inference and training workers and the pytest
+        busy-machine (archbench.bench.measure.harness.BUSY_PCT) warnings. Used by the inference and training workers and the pytest
         fixture alike."""
-        from bench.harness import busy_warning
-        from bench.stats import summarize, throughput_sps
+        from archbench.bench.analyze.stats import summarize, throughput_sps
+        from archbench.bench.measure.harness import busy_warning
 
         st = summarize(samples_ms)
         self.latency_p50_ms, self.latency_p90_ms = st.p50_ms, st.p90_ms

@@ -25,7 +25,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from kernels._common import HAS_TRITON, import_triton
+from archbench.kernels._common import HAS_TRITON, import_triton
 
 # Shared memory a block may use (opt-in maximum), bytes: H100/H200 (sm_90) 227 KiB, A100 (sm_80) 163 KiB.
 SHARED_MEMORY_LIMIT = {90: 227 * 1024, 80: 163 * 1024, 89: 99 * 1024, 86: 99 * 1024}

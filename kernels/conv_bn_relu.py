@@ -44,7 +44,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kernels._common import cdiv, dot_precision, interpreting, lazy_jit, use_triton
+from archbench.kernels._common import cdiv, dot_precision, interpreting, lazy_jit, use_triton
 
 if TYPE_CHECKING:  # bound for real at the first launch (kernels/_common.py: triton is imported lazily)
     import triton.language as tl

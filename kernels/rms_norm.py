@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from kernels._common import cdiv, interpreting, lazy_jit, next_power_of_2, use_triton
+from archbench.kernels._common import cdiv, interpreting, lazy_jit, next_power_of_2, use_triton
 
 if TYPE_CHECKING:  # bound for real at the first launch (kernels/_common.py: triton is imported lazily)
     import triton.language as tl

@@ -1,7 +1,7 @@
 """The archbench model zoo. Importing this package registers every family."""
 
-from models import llama, mlp, mobilenet, resnet, rnn, vgg, vit  # noqa: F401  (registers the zoo)
-from models._registry import (
+from archbench.models import llama, mlp, mobilenet, resnet, rnn, vgg, vit  # noqa: F401  (registers the zoo)
+from archbench.models._registry import (
     InputSpec,
     ModelEntry,
     create_model,

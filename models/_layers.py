@@ -88,7 +88,7 @@ class ConvBNAct(nn.Module):
         return x
 
     def _folded_weights(self) -> tuple[Tensor, Tensor]:
-        from kernels.conv_bn_relu import fold_bn
+        from archbench.kernels.conv_bn_relu import fold_bn
 
         bn = self.bn
         tensors = (self.conv.weight, bn.weight, bn.bias, bn.running_mean, bn.running_var)
@@ -103,7 +103,7 @@ class ConvBNAct(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         """x: (B, C_in, H, W) -> (B, C_out, H_out, W_out)."""
         if self.fused and not self.training and self.conv.groups == 1:
-            from kernels.conv_bn_relu import conv_bn_act
+            from archbench.kernels.conv_bn_relu import conv_bn_act
 
             w, b = self._folded_weights()
             return conv_bn_act(
@@ -133,7 +133,7 @@ class RMSNorm(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         """x: (..., dim) -> (..., dim)."""
         if self.fused:
-            from kernels.rms_norm import rms_norm
+            from archbench.kernels.rms_norm import rms_norm
 
             return rms_norm(x, self.weight, self.eps)
         xf = x.float()
@@ -148,7 +148,7 @@ def attention(q: Tensor, k: Tensor, v: Tensor, causal: bool, fused: bool = False
     fused path: ``kernels.attention.attention(q, k, v, causal=causal)``.
     """
     if fused:
-        from kernels.attention import attention as fused_attention
+        from archbench.kernels.attention import attention as fused_attention
 
         return fused_attention(q, k, v, causal=causal)
     # (B, H, N, d) @ (B, H, d, N) -> (B, H, N, N); softmax; @ (B, H, N, d) -> (B, H, N, d)

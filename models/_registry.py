@@ -94,7 +94,7 @@ def _natural_key(s: str) -> list[Any]:
 
 def _ensure_loaded() -> None:
     # Importing the package registers every zoo family (models/__init__.py imports them).
-    import models  # noqa: F401
+    import archbench.models  # noqa: F401
 
 
 def list_models(pattern: str = "*") -> list[str]:

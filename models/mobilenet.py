@@ -18,8 +18,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from models._layers import ConvBNAct, make_divisible
-from models._registry import InputSpec, register_model
+from archbench.models._layers import ConvBNAct, make_divisible
+from archbench.models._registry import InputSpec, register_model
 
 # (expansion t, output channels c, repeats n, first stride s) per stage, from Table 2 of the paper.
 MOBILENETV2_STAGES: tuple[tuple[int, int, int, int], ...] = (

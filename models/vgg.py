@@ -12,8 +12,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from models._layers import ConvBNAct, make_divisible
-from models._registry import InputSpec, register_model
+from archbench.models._layers import ConvBNAct, make_divisible
+from archbench.models._registry import InputSpec, register_model
 
 
 @dataclass(frozen=True)

@@ -18,8 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from models._layers import attention, make_divisible
-from models._registry import InputSpec, register_model
+from archbench.models._layers import attention, make_divisible
+from archbench.models._registry import InputSpec, register_model
 
 
 @dataclass(frozen=True)

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bench import orderstats
-from bench.budgets import (
+from archbench.bench.analyze import orderstats
+from archbench.bench.analyze.budgets import (
     ERROR,
     FAIL,
     INCONCLUSIVE,
@@ -27,13 +27,13 @@ from bench.budgets import (
     parse_budget,
     parse_expression,
 )
-from bench.errors import UsageError
+from archbench.bench.errors import UsageError
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def archbench(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "bench.cli", *args], cwd=ROOT, capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "archbench.bench.cli.main", *args], cwd=ROOT, capture_output=True, text=True,
                           timeout=timeout, env={**os.environ, "PYTHONPATH": str(ROOT)})
 
 
@@ -311,7 +311,7 @@ def _write_records(path: Path, recs: list[dict]) -> Path:
 
 
 def test_check_cli_verdicts_and_exit_code(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from bench.cli import main
+    from archbench.bench.cli.main import main
 
     f = _write_records(tmp_path / "records.jsonl", [
         _rec(LINEAR, model="small", size_mib=1.0, latency_p95_ms=1.95),
@@ -327,7 +327,7 @@ def test_check_cli_verdicts_and_exit_code(tmp_path: Path, capsys: pytest.Capture
 
 
 def test_check_cli_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from bench.cli import main
+    from archbench.bench.cli.main import main
 
     f = _write_records(tmp_path / "records.jsonl", [_rec(LINEAR, size_mib=3.0)])
     assert main(["check", str(f), "--budget", "p95_ms<=5, size_mib<=2", "--format", "json"]) == 1
@@ -356,7 +356,7 @@ def test_check_cli_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
 def test_cli_bad_budget_input_is_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str],
                                        message: str) -> None:
     """In-process (fast); the subprocess test below checks the real entry point once."""
-    from bench.cli import main
+    from archbench.bench.cli.main import main
 
     f = _write_records(tmp_path / "records.jsonl", [_rec(LINEAR, size_mib=1.0)])
     assert main([a.format(f=f, d=tmp_path) for a in args]) == 2

@@ -12,14 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from bench.cli import main
+from archbench.bench.cli.main import main
 
 TESTS = Path(__file__).parent
 
 
 def archbench(*args: str, cwd: Path = TESTS, timeout: float = 300) -> subprocess.CompletedProcess:
     """Run the real console entry point in a subprocess (what a user types)."""
-    return subprocess.run([sys.executable, "-m", "bench.cli", *args], cwd=cwd, capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "archbench.bench.cli.main", *args], cwd=cwd, capture_output=True, text=True,
                           timeout=timeout, env={**os.environ, "PYTHONPATH": str(TESTS.parent)})
 
 

@@ -9,8 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bench.cli import main
-from bench.compare import (
+from archbench.bench.analyze.compare import (
     Threshold,
     bootstrap_ratio_cis,
     compare,
@@ -20,8 +19,9 @@ from bench.compare import (
     parse_fail_on,
     verdict,
 )
-from bench.errors import UsageError
-from bench.merge import load_records
+from archbench.bench.analyze.merge import load_records
+from archbench.bench.cli.main import main
+from archbench.bench.errors import UsageError
 
 FIX = Path(__file__).parent / "fixtures"
 BASE, NEW = FIX / "synthetic_base.jsonl", FIX / "synthetic_new.jsonl"

@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from bench.engine import RunSpec, run
-from bench.harness import StopRule, measure
-from bench.record import read_jsonl
-from bench.stats import summarize
+from archbench.bench.analyze.stats import summarize
+from archbench.bench.measure.engine import RunSpec, run
+from archbench.bench.measure.harness import StopRule, measure
+from archbench.bench.record import read_jsonl
 
 TESTS = Path(__file__).parent
 FAST = StopRule(warmup_iters=2, warmup_s=0.0, min_iters=5, min_time_s=0.05, max_time_s=2.0)
@@ -53,7 +53,7 @@ def test_measure_rotates_inputs_and_honours_stop_rule() -> None:
 
 
 def test_other_cpu_pct_formula() -> None:
-    from bench.harness import CpuSnapshot, other_cpu_pct
+    from archbench.bench.measure.harness import CpuSnapshot, other_cpu_pct
 
     # 2 s of wall on 4 CPUs = 8 CPU-s of capacity; 5 CPU-s busy in all, 1 of them ours: 4 / 8 = 50% others'.
     assert other_cpu_pct(CpuSnapshot(100.0, 10.0, 0.0), CpuSnapshot(105.0, 11.0, 2.0), ncpu=4) == 50.0
@@ -65,7 +65,7 @@ def test_other_cpu_pct_formula() -> None:
 @pytest.mark.skipif(not Path("/proc/stat").exists(), reason="needs Linux /proc/stat")
 def test_other_cpu_pct_sees_a_busy_neighbour() -> None:
     """Processes spinning beside us while we sleep: their CPU time shows up as others', ours does not."""
-    from bench.harness import cpu_snapshot, other_cpu_pct
+    from archbench.bench.measure.harness import cpu_snapshot, other_cpu_pct
 
     ncpu = os.cpu_count() or 1
     k = min(ncpu, 4)
@@ -108,7 +108,7 @@ def test_failing_cells_leave_failed_records_and_others_complete(tmp_path: Path, 
 
 def test_kill_mid_run_keeps_finished_cells_and_resume_skips_them(tmp_path: Path) -> None:
     out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "bench.cli", "run", "mlp_s", "gru_s", "--runtime", "torch", "--batch", "1,2",
+    cmd = [sys.executable, "-m", "archbench.bench.cli.main", "run", "mlp_s", "gru_s", "--runtime", "torch", "--batch", "1,2",
            "--threads", "1", "--min-time", "0.05", "--min-iters", "5", "--out", str(out)]
     env = {**os.environ, "PYTHONPATH": str(TESTS.parent)}
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
@@ -134,7 +134,7 @@ def test_existing_output_needs_resume(tmp_path: Path) -> None:
     out = tmp_path / "run"
     out.mkdir()
     (out / "records.jsonl").write_text(json.dumps({"model": "x"}) + "\n")
-    from bench.cli import main
+    from archbench.bench.cli.main import main
 
     assert main(["run", "mlp_s", "--out", str(out)]) == 2
 
@@ -153,7 +153,7 @@ def test_default_style_run_torch_and_onnxruntime(tmp_path: Path) -> None:
     assert by_rt["torch"].macs == ort.macs > 0
     assert len(by_rt["torch"].samples_ms) == by_rt["torch"].n_samples >= 5
 
-    from bench.report import markdown
+    from archbench.bench.report.markdown import markdown
 
     md = markdown([r.__dict__ for r in recs])
     assert "## Fastest runtime per model" in md and "faster than" in md
@@ -161,7 +161,7 @@ def test_default_style_run_torch_and_onnxruntime(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_onnx_export_happens_outside_the_measuring_workers(tmp_path: Path) -> None:
-    """bench.engine exports first, in a worker of its own: every ONNX Runtime cell reuses that export, so its peak
+    """archbench.bench.measure.engine exports first, in a worker of its own: every ONNX Runtime cell reuses that export, so its peak
     RSS does not carry the exporter's libraries (~200 MiB here before this; fp32 used to export, fp16 reuse)."""
     out = tmp_path / "run"
     spec = RunSpec(models=["mlp_s"], out=out, runtimes=["onnxruntime"], precisions=["fp32", "fp16"], batches=[1],

@@ -16,16 +16,16 @@ ROOT = Path(__file__).resolve().parent.parent
 CHILD = r"""
 import json, sys, torch
 from torch import nn
-from models import create_model
-import kernels.attention, kernels.conv_bn_relu, kernels.rms_norm
+from archbench.models import create_model
+import archbench.kernels.attention, archbench.kernels.conv_bn_relu, archbench.kernels.rms_norm
 
 def _no_fallback(*a, **k):
     raise AssertionError("the torch reference ran instead of the Triton kernel")
 
 # The fused path must launch Triton: make every reference fallback an error.
-kernels.attention.attention_reference = _no_fallback
-kernels.conv_bn_relu.conv_bn_act_reference = _no_fallback
-kernels.rms_norm.rms_norm_reference = _no_fallback
+archbench.kernels.attention.attention_reference = _no_fallback
+archbench.kernels.conv_bn_relu.conv_bn_act_reference = _no_fallback
+archbench.kernels.rms_norm.rms_norm_reference = _no_fallback
 
 torch.manual_seed(0)
 name, knobs = sys.argv[1], json.loads(sys.argv[2])

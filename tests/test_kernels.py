@@ -24,16 +24,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kernels import _common
-from kernels.attention import MAX_HEAD_DIM, attention, attention_reference
-from kernels.conv_bn_relu import (
+from archbench.kernels import _common
+from archbench.kernels.attention import MAX_HEAD_DIM, attention, attention_reference
+from archbench.kernels.conv_bn_relu import (
     ConvBNAct,
     conv_bn_act,
     conv_bn_act_reference,
     conv_bn_act_unfused_reference,
     fold_bn,
 )
-from kernels.rms_norm import RMSNorm, rms_norm, rms_norm_reference
+from archbench.kernels.rms_norm import RMSNorm, rms_norm, rms_norm_reference
 
 HAS_CUDA = torch.cuda.is_available()
 DEVICE = "cuda" if HAS_CUDA else "cpu"
@@ -295,9 +295,9 @@ def _forbid(monkeypatch, module, name):
 
 def test_cpu_fallback_uses_references(monkeypatch):
     """CPU tensors without TRITON_INTERPRET: no kernel launch, results equal the references, grads flow."""
-    import kernels.attention as attn_mod
-    import kernels.conv_bn_relu as conv_mod
-    import kernels.rms_norm as rms_mod
+    import archbench.kernels.attention as attn_mod
+    import archbench.kernels.conv_bn_relu as conv_mod
+    import archbench.kernels.rms_norm as rms_mod
 
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
     _forbid(monkeypatch, rms_mod, "_rms_norm_fwd")
@@ -331,7 +331,7 @@ def test_import_has_no_side_effects():
     _run_python(
         "import os, sys\n"
         "before = dict(os.environ)\n"
-        "import kernels, kernels.rms_norm, kernels.attention, kernels.conv_bn_relu\n"
+        "import archbench.kernels, archbench.kernels.rms_norm, archbench.kernels.attention, archbench.kernels.conv_bn_relu\n"
         "assert dict(os.environ) == before, 'import changed the environment'\n"
         "assert 'triton' not in sys.modules, 'importing kernels imported triton'\n"
         "print('ok')\n"
@@ -344,8 +344,8 @@ def test_everything_falls_back_without_triton():
         "import os, sys\n"
         "sys.modules['triton'] = None  # `import triton` now fails and find_spec('triton') is None\n"
         "os.environ['TRITON_INTERPRET'] = '1'\n"
-        "import torch, kernels.rms_norm as r, kernels.attention as a, kernels.conv_bn_relu as c\n"
-        "from kernels._common import HAS_TRITON; assert not HAS_TRITON\n"
+        "import torch, archbench.kernels.rms_norm as r, archbench.kernels.attention as a, archbench.kernels.conv_bn_relu as c\n"
+        "from archbench.kernels._common import HAS_TRITON; assert not HAS_TRITON\n"
         "x = torch.randn(2, 8, requires_grad=True)\n"
         "r.rms_norm(x, torch.ones(8)).sum().backward()\n"
         "assert torch.equal(r.rms_norm(x, torch.ones(8)), r.rms_norm_reference(x, torch.ones(8)))\n"
@@ -359,7 +359,7 @@ def test_everything_falls_back_without_triton():
 
 def test_mode_mismatch_is_a_clear_error(monkeypatch):
     """Asking for the other mode than the one triton was imported in raises a RuntimeError that says why."""
-    from kernels.rms_norm import _rms_norm_fwd_kernel
+    from archbench.kernels.rms_norm import _rms_norm_fwd_kernel
 
     _rms_norm_fwd_kernel.get()  # imports triton in this module's mode
     other = "0" if _common.interpreting() else "1"

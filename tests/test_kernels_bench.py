@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 
-from bench import kernelbench as kb
+from archbench.bench.measure import kernelbench as kb
 
 TINY_SHAPES = {
     "rms_norm": [(8, 24)],

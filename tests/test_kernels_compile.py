@@ -29,9 +29,9 @@ def _launches() -> dict:
     """case id -> (callable running the launcher with CPU tensors, uses tl.dot). Shapes are GPU-realistic."""
     import torch
 
-    from kernels import attention as A
-    from kernels import conv_bn_relu as C
-    from kernels import rms_norm as R
+    from archbench.kernels import attention as A
+    from archbench.kernels import conv_bn_relu as C
+    from archbench.kernels import rms_norm as R
 
     def attn(dtype, d, causal, backward):
         def run():
@@ -74,7 +74,7 @@ def _launches() -> dict:
 
 def _compile_all() -> dict:
     """Child-process side: compile every case, record per-launch facts (or the error) as plain data."""
-    from kernels._aot import SHARED_MEMORY_LIMIT, compile_launches
+    from archbench.kernels._aot import SHARED_MEMORY_LIMIT, compile_launches
 
     results = {}
     for case, (run, uses_dot) in _launches().items():

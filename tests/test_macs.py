@@ -1,4 +1,4 @@
-"""Measured MACs (bench.profile.count_macs) of every zoo model against the closed forms in tests/_analytic.py.
+"""Measured MACs (archbench.bench.measure.profile.count_macs) of every zoo model against the closed forms in tests/_analytic.py.
 
 The MAC convention is stated in tests/_analytic.py and bench/profile.py: conv, linear, attention (QK^T + AV,
 full square) and RNN gate matmuls; no norms, activations, pooling or elementwise ops.
@@ -12,8 +12,8 @@ import _analytic
 import pytest
 import torch
 
-from bench.profile import count_macs
-from models import create_model, list_models
+from archbench.bench.measure.profile import count_macs
+from archbench.models import create_model, list_models
 
 
 def _measured(name: str, batch: int = 1, **knobs: Any) -> int:

@@ -16,8 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models import ModelEntry, create_model, get_entry, list_models
-from models._registry import _REGISTRY
+from archbench.models import ModelEntry, create_model, get_entry, list_models
+from archbench.models._registry import _REGISTRY
 
 ALL = list_models()
 
@@ -240,9 +240,9 @@ def _fake_kernels(calls: dict[str, int]) -> dict[str, types.ModuleType]:
 
     mods = {}
     for mod_name, fns in {
-        "kernels.conv_bn_relu": {"fold_bn": fold_bn, "conv_bn_act": conv_bn_act},
-        "kernels.rms_norm": {"rms_norm": rms_norm},
-        "kernels.attention": {"attention": attention},
+        "archbench.kernels.conv_bn_relu": {"fold_bn": fold_bn, "conv_bn_act": conv_bn_act},
+        "archbench.kernels.rms_norm": {"rms_norm": rms_norm},
+        "archbench.kernels.attention": {"attention": attention},
     }.items():
         mods[mod_name] = types.ModuleType(mod_name)
         mods[mod_name].__dict__.update(fns)

@@ -7,8 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.profile import count_macs, count_params, profile_module
-from bench.sources import resolve
+from archbench.bench.measure.profile import count_macs, count_params, profile_module
+from archbench.bench.measure.sources import resolve
 
 
 class _Attn(nn.Module):
@@ -50,9 +50,9 @@ def test_rnn_macs(cell: type, inp: int, hid: int, layers: int, bidir: bool, batc
     [
         # torchvision's published numbers: ResNet-18 11,689,512 params / 1.814 GMACs ("1.81 GFLOPS"),
         # ResNet-50 25,557,032 / 4.089 G, MobileNetV2 3,504,872 / 300 M (Sandler et al., table 3: 300M MAdds).
-        ("models.resnet:resnet18", 11_689_512, 1.814e9),
-        ("models.resnet:resnet50", 25_557_032, 4.089e9),
-        ("models.mobilenet:mobilenetv2", 3_504_872, 300e6),
+        ("archbench.models.resnet:resnet18", 11_689_512, 1.814e9),
+        ("archbench.models.resnet:resnet50", 25_557_032, 4.089e9),
+        ("archbench.models.mobilenet:mobilenetv2", 3_504_872, 300e6),
     ],
 )
 def test_published_architectures_by_import_path(ref: str, params: int, macs: float) -> None:

@@ -1,7 +1,7 @@
 """The pytest plugin (bench/pytest_plugin.py, bench/pytest_bench.py): assert_budget, `pytest --archbench`, the
 archbench_bench fixture's pytest-benchmark JSON, and the fingerprint check on --benchmark-compare.
 
-pytester runs pytest in this process; the budget-item run spawns one bench.engine worker for the tiniest zoo model
+pytester runs pytest in this process; the budget-item run spawns one archbench.bench.measure.engine worker for the tiniest zoo model
 (mlp_s) with a 0.05 s stop rule, so the whole file stays well under 20 s.
 """
 
@@ -15,21 +15,22 @@ import textwrap
 
 import pytest
 
+import archbench.bench.analyze.orderstats  # noqa: F401
+import archbench.bench.analyze.stats  # noqa: F401
+
 # pytester runs pytest in this process and, after each test, drops the modules that test imported; a C extension
 # (numpy, torch) imported for the first time inside a run would then fail to load again. Import what the inner runs
 # use up front, so they stay.
-import bench.engine  # noqa: F401
-import bench.orderstats  # noqa: F401
-import bench.profile  # noqa: F401
-import bench.quantize  # noqa: F401
-import bench.runtimes  # noqa: F401
-import bench.stats  # noqa: F401
-import bench.worker  # noqa: F401
-import models  # noqa: F401
-from bench.errors import UsageError
-from bench.harness import StopRule
-from bench.pytest_bench import BudgetFailed, BudgetInconclusive, assert_budget, rounds_for
-from bench.pytest_plugin import load_suite, samples_to_bound
+import archbench.bench.measure.engine  # noqa: F401
+import archbench.bench.measure.profile  # noqa: F401
+import archbench.bench.measure.quantize  # noqa: F401
+import archbench.bench.measure.runtimes  # noqa: F401
+import archbench.bench.measure.worker  # noqa: F401
+import archbench.models  # noqa: F401
+from archbench.bench.errors import UsageError
+from archbench.bench.measure.harness import StopRule
+from archbench.bench.plugin.fixture import BudgetFailed, BudgetInconclusive, assert_budget, rounds_for
+from archbench.bench.plugin.pytest_plugin import load_suite, samples_to_bound
 
 QUICK_INI = '[tool.pytest.ini_options]\narchbench_min_time = "0.05"\n'
 # In-process runs import bench before the inner session could rewrite its asserts: harmless, say nothing.
@@ -49,7 +50,7 @@ def _record(n: int = 200, lo: float = 1.0, hi: float = 2.0, **kw):
 
 def test_plugin_registered_through_the_pytest11_entry_point(pytestconfig):
     eps = {ep.name: ep.value for ep in importlib.metadata.entry_points(group="pytest11")}
-    assert eps.get("archbench") == "bench.pytest_plugin"
+    assert eps.get("archbench") == "archbench.bench.plugin.pytest_plugin"
     assert pytestconfig.pluginmanager.hasplugin("archbench")
 
 
@@ -89,7 +90,7 @@ def test_assert_budget_failed_cell_and_malformed_budget():
     (1e-5, 100_000),  # 1 s needs 100k calls: capped by max_iters
     (0.01, 100),  # min_time_s / per call
     (0.5, 30),  # min_iters wins
-    (2.0, 15),  # max_time_s / per call cuts below min_iters, as bench.harness.measure stops at max_time_s
+    (2.0, 15),  # max_time_s / per call cuts below min_iters, as archbench.bench.measure.harness.measure stops at max_time_s
 ])
 def test_rounds_follow_the_harness_stop_rule(per_call_s, rounds):
     assert rounds_for(StopRule(min_iters=30, min_time_s=1.0, max_iters=100_000, max_time_s=30.0), per_call_s) == rounds
@@ -133,7 +134,7 @@ def test_budget_items_pass_and_fail_with_value_bound_and_verdict(pytester):
         "FAILED pyproject.toml::tight[[]mlp_s-torch-fp32-b1[]]*",
     ])
     assert "Traceback" not in out
-    # One cell, measured once by a bench.engine worker, judged by both budgets.
+    # One cell, measured once by a archbench.bench.measure.engine worker, judged by both budgets.
     records = [json.loads(line) for line in (pytester.path / "cells" / "records.jsonl").read_text().splitlines()]
     assert len(records) == 1 and records[0]["status"] == "ok" and records[0]["n_samples"] >= 59
 
@@ -212,7 +213,7 @@ def test_malformed_suite_is_an_error_when_pointed_at_tests_too(pytester):
 FIXTURE_TESTS = """
 import torch
 
-from bench.pytest_plugin import assert_budget
+from archbench.bench.plugin.pytest_plugin import assert_budget
 
 
 def test_model(archbench_bench):
@@ -242,7 +243,7 @@ def test_benchmark_json_carries_archbench_extra_info(pytester):
         "mlp_s", "torch", "fp32", 1, 1)
     assert info["params"] == 85002 and info["macs"] > 0 and info["flops"] == 2 * info["macs"] and info["size_mib"] > 0
     assert info["p50_ms"] <= info["p90_ms"] <= info["p95_ms"] <= info["p99_ms"]
-    if os.path.exists("/proc/stat"):  # others' CPU share while timing (bench.harness.other_cpu_pct)
+    if os.path.exists("/proc/stat"):  # others' CPU share while timing (archbench.bench.measure.harness.other_cpu_pct)
         assert 0 <= info["other_cpu_pct"] <= 100
     # archbench's percentiles rest on pytest-benchmark's own rounds: one call per round.
     assert info["n_samples"] == model["stats"]["rounds"] and model["stats"]["iterations"] == 1

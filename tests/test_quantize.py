@@ -10,10 +10,10 @@ import pytest
 import torch
 from torch import nn
 
-from bench.fidelity import argmax_matches, compare, cosine_similarity, is_logits
-from bench.quantize import QuantConfig, default_reduce_range
-from bench.runtimes import OnnxRuntime, TorchEager, UnsupportedCell
-from bench.sources import resolve
+from archbench.bench.measure.fidelity import argmax_matches, compare, cosine_similarity, is_logits
+from archbench.bench.measure.quantize import QuantConfig, default_reduce_range
+from archbench.bench.measure.runtimes import OnnxRuntime, TorchEager, UnsupportedCell
+from archbench.bench.measure.sources import resolve
 
 # ------------------------------------------------------------------------------------------------- fidelity
 
@@ -111,7 +111,7 @@ def ort_cells(workdir: Path) -> dict[str, tuple[OnnxRuntime, object]]:
 
 
 def test_int8_onnx_files_are_smaller_and_counted_from_disk(ort_cells, workdir: Path) -> None:
-    from bench.onnx_profile import onnx_files
+    from archbench.bench.measure.onnx_profile import onnx_files
 
     fp32_files = onnx_files(workdir / "model.onnx")
     assert any(p.suffix == ".data" for p in fp32_files), "the dynamo exporter writes weights to a .data file"
@@ -165,7 +165,7 @@ _calls: list = []
 
 
 def calib_hook(ctx):
-    """A user's calibration hook (bench.hooks): yields {input name: array} batches."""
+    """A user's calibration hook (archbench.bench.measure.hooks): yields {input name: array} batches."""
     _calls.append(ctx)
     g = torch.Generator().manual_seed(99)
     for _ in range(3):
@@ -209,7 +209,7 @@ def test_unsupported_combinations_are_skipped(workdir: Path, runtime, precision:
 
 
 def accuracy_hook(predict, ctx) -> float:
-    """A user's task metric (bench.hooks): % of a fixed "validation set" whose argmax matches its label."""
+    """A user's task metric (archbench.bench.measure.hooks): % of a fixed "validation set" whose argmax matches its label."""
     g = torch.Generator().manual_seed(7)
     x = ctx.input_spec.with_batch(32).make(generator=g)
     labels = (x.sum(dim=1) > 0).long()  # a made-up task; what matters is fp32 vs int8 on the same data
@@ -221,7 +221,7 @@ def test_run_with_precisions_and_budget(tmp_path: Path, capsys: pytest.CaptureFi
     """The real engine: workers export, quantize, time, compare, call the metric hook; the budget judges."""
     import json
 
-    from bench.cli import main
+    from archbench.bench.cli.main import main
 
     monkeypatch.chdir(Path(__file__).parent)  # workers import the hook module from the working directory
     out = tmp_path / "run"
@@ -248,7 +248,7 @@ def test_run_with_precisions_and_budget(tmp_path: Path, capsys: pytest.CaptureFi
 
 
 def test_a_cached_export_with_other_weights_is_redone(tmp_path: Path) -> None:
-    """The shared export (bench.engine makes it in its own worker) must hold this worker's weights: a model that
+    """The shared export (archbench.bench.measure.engine makes it in its own worker) must hold this worker's weights: a model that
     seeding does not reproduce gets re-exported, and the record says so."""
     torch.manual_seed(0)
     OnnxRuntime().prepare(resolve("mlp_s"), "fp32", "cpu", 1, tmp_path)

@@ -12,11 +12,11 @@ from typing import Any
 
 import pytest
 
-from bench.cli import main
-from bench.errors import UsageError
-from bench.merge import cross_machine_rows, load_records, machines, resolve_paths
-from bench.record import CSV_FIELDS
-from bench.report import (
+from archbench.bench.analyze.merge import cross_machine_rows, load_records, machines, resolve_paths
+from archbench.bench.cli.main import main
+from archbench.bench.errors import UsageError
+from archbench.bench.record import CSV_FIELDS
+from archbench.bench.report.markdown import (
     family_tables,
     macs_mispredictions,
     markdown,
@@ -26,7 +26,7 @@ from bench.report import (
     table_rows,
     write_reports,
 )
-from bench.roofline import Peaks, classify_layers, load_peaks, place
+from archbench.bench.report.roofline import Peaks, classify_layers, load_peaks, place
 
 FIX = Path(__file__).parent / "fixtures"
 RUN = FIX / "synthetic_run.jsonl"
@@ -196,7 +196,7 @@ def _assert_png(path: Path, min_bytes: int = 10_000) -> None:
     ([2, 2], [1, 1], [0]),  # exact ties: one representative
 ])
 def test_pareto_front(xs: list[float], ys: list[float], front: list[int]) -> None:
-    from bench.plots import pareto_front
+    from archbench.bench.report.plots import pareto_front
 
     assert pareto_front(xs, ys) == front
 
@@ -225,7 +225,7 @@ def wide_p50(run: list[dict[str, Any]]) -> float:
 
 
 def test_zoo_output_bytes_from_a_meta_forward() -> None:
-    from bench.roofline import output_bytes
+    from archbench.bench.report.roofline import output_bytes
 
     r = {"model": "mlp_s", "knobs": "{}", "batch": 4, "precision": "fp32"}
     assert output_bytes(r) == 4 * 10 * 4  # (4, 10) logits, fp32
@@ -251,7 +251,7 @@ def test_classify_layers_against_the_ridge() -> None:
 def test_module_bytes_hooks_are_removed() -> None:
     import torch
 
-    from bench.roofline import module_bytes
+    from archbench.bench.report.roofline import module_bytes
 
     net = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 4))
     got = module_bytes(net, (torch.randn(2, 8),))
@@ -263,7 +263,7 @@ def test_module_bytes_hooks_are_removed() -> None:
 def test_measure_peaks_small_and_restores_threads() -> None:
     import torch
 
-    from bench.roofline import measure_peaks
+    from archbench.bench.report.roofline import measure_peaks
 
     before = torch.get_num_threads()
     pk = measure_peaks("cpu", threads=1, matmul_n=128, copy_mib=8, reps=2)
@@ -353,7 +353,7 @@ def test_cli_report_stdout_formats(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_cli_report_budget_option(capsys: pytest.CaptureFixture[str]) -> None:
-    pytest.importorskip("bench.budgets")
+    pytest.importorskip("archbench.bench.analyze.budgets")
     bare = FIX / "synthetic_run.jsonl"
     assert main(["report", str(bare), "--no-measure", "--budget", "p50_ms<=5"]) == 0
     md = capsys.readouterr().out

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bench import select
-from bench.budgets import INCONCLUSIVE, PASS, judge, parse_expression
+from archbench.bench.analyze import select
+from archbench.bench.analyze.budgets import INCONCLUSIVE, PASS, judge, parse_expression
 
 
 def rec(model: str = "m", precision: str = "fp32", size: float = 1.0, p50: float = 1.0, runtime: str = "onnxruntime",
@@ -105,7 +105,7 @@ def test_fp16_and_bf16_slower_than_fp32_are_flagged_too() -> None:
           rec(precision="bf16", runtime="torch", p50=2.0)]  # faster: nothing to say
     flags = select.slower_than_fp32(rs)
     assert [(f.record["precision"], round(f.ratio, 2), f.beyond_noise) for f in flags] == [("fp16", 6.94, True)]
-    from bench.verdict_report import flag_lines
+    from archbench.bench.report.verdicts import flag_lines
 
     assert flag_lines(flags)[0].startswith("fp16 slower than fp32: m torch fp16 b1 p50 25 ms is 6.94x")
 
@@ -116,7 +116,7 @@ def test_variants_is_the_cartesian_product_in_order() -> None:
 
 
 def test_pick_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from bench.cli import main
+    from archbench.bench.cli.main import main
 
     f = tmp_path / "records.jsonl"
     f.write_text("".join(json.dumps(r) + "\n" for r in [
@@ -136,7 +136,7 @@ def test_pick_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_sweep_runs_every_variant_and_picks_the_smallest(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """Two knob variants through the real engine (torch eager, a few timed calls each)."""
-    from bench.cli import main
+    from archbench.bench.cli.main import main
 
     out = tmp_path / "sweep"
     rc = main(["sweep", "mlp_s", "--width", "0.5,1", "--runtime", "torch", "--min-time", "0.02", "--min-iters", "60",

@@ -1,4 +1,4 @@
-"""Training mode (bench.train, bench.maxbatch): the step trains, the memory split adds up, the max-batch search
+"""Training mode (archbench.bench.measure.train, archbench.bench.measure.maxbatch): the step trains, the memory split adds up, the max-batch search
 finds the right batch under a memory cap and records every trial."""
 
 from __future__ import annotations
@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from bench.cli import main
-from bench.engine import RunSpec, run
-from bench.harness import StopRule
-from bench.maxbatch import find_max_batch
-from bench.record import read_jsonl
-from bench.train import TrainStep, loss_kind
-from models import create_model
+from archbench.bench.cli.main import main
+from archbench.bench.measure.engine import RunSpec, run
+from archbench.bench.measure.harness import StopRule
+from archbench.bench.measure.maxbatch import find_max_batch
+from archbench.bench.measure.train import TrainStep, loss_kind
+from archbench.bench.record import read_jsonl
+from archbench.models import create_model
 
 TESTS = Path(__file__).parent
 FAST = StopRule(warmup_iters=1, warmup_s=0.0, min_iters=3, min_time_s=0.02, max_time_s=2.0)
@@ -53,7 +53,7 @@ def mlp_s_params(in_features: int = 64, hidden: int = 256, depth: int = 2, class
 def test_step_updates_weights_and_loss_goes_down(model: str, knobs: dict, precision: str, optimizer: str, kind: str,
                                                  monkeypatch, one_thread) -> None:
     monkeypatch.chdir(TESTS)
-    from bench.sources import resolve
+    from archbench.bench.measure.sources import resolve
 
     torch.manual_seed(0)
     src = resolve(model, knobs)
@@ -121,7 +121,7 @@ def test_train_cell_records_split_time_to_train_and_report(tmp_path: Path) -> No
     assert r.train_samples == 10_000 and r.time_to_train_s == pytest.approx(10_000 / r.throughput_sps)
     # the same model at the same batch in inference mode is another cell
     rec = next(read_jsonl(spec.out / "records.jsonl"))
-    from bench.record import cell_key
+    from archbench.bench.record import cell_key
 
     assert cell_key(rec)[-1] == "train" and cell_key({k: v for k, v in rec.items() if k != "mode"})[-1] == "infer"
 
@@ -181,7 +181,7 @@ def test_max_batch_search_under_cpu_memory_cap(tmp_path: Path, monkeypatch) -> N
     assert 0.95 * MIB_PER_SAMPLE <= final.activation_mib_per_sample <= 1.25 * MIB_PER_SAMPLE
     on_disk = [json.loads(line) for line in (out / "records.jsonl").read_text().splitlines()]
     assert len(on_disk) == 4  # every trial and the answer
-    from bench.report_train import training_md
+    from archbench.bench.report.train import training_md
 
     md = "\n".join(training_md([asdict(r) for r in recs]))
     assert "Max-batch search trials" in md and "out of memory" in md
@@ -208,7 +208,7 @@ def test_cli_rejects_training_flags_that_cannot_apply(args: list[str], message: 
 
 
 def test_cli_train_spec() -> None:
-    from bench.cli import build_parser, spec_from_args
+    from archbench.bench.cli.main import build_parser, spec_from_args
 
     args = build_parser().parse_args(["run", "resnet_s", "vit_s", "--mode", "train", "--batch", "8,32",
                                       "--train-samples", "1.2e6", "--epochs", "2", "--out", "x"])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from models import InputSpec
+from archbench.models import InputSpec
 
 MIB_PER_SAMPLE = 64  # BigActivation's forward touches this much memory per sample
 

@@ -16,9 +16,15 @@ from typing import Any
 import pytest
 import torch
 
-from kernels.attention import attention, attention_flops, attention_reference
-from kernels.conv_bn_relu import conv_bn_act, conv_bn_act_reference, conv_flops, conv_output_size, fold_bn
-from kernels.rms_norm import rms_norm, rms_norm_bytes, rms_norm_reference
+from archbench.kernels.attention import attention, attention_flops, attention_reference
+from archbench.kernels.conv_bn_relu import (
+    conv_bn_act,
+    conv_bn_act_reference,
+    conv_flops,
+    conv_output_size,
+    fold_bn,
+)
+from archbench.kernels.rms_norm import rms_norm, rms_norm_bytes, rms_norm_reference
 
 no_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 SETS = 4  # input sets rotated through the timed calls

@@ -1,6 +1,6 @@
 """Regression benchmarks of the default zoo (`archbench run`'s models): every model x runtime x precision.
 
-One pytest-benchmark per cell, timed in this process by the ``archbench_bench`` fixture (bench.pytest_bench:
+One pytest-benchmark per cell, timed in this process by the ``archbench_bench`` fixture (archbench.bench.plugin.fixture:
 warm-up, rotated random inputs, CUDA sync; params, MACs, p50..p99 and the environment in extra_info). Batch 1,
 threads from --archbench-threads / ini archbench_threads (this repository: 1). A runtime that cannot run a precision (torch int8-dynamic on a model with no Linear) is a
 skipped row with the reason. GPU rows run only where there is a CUDA device.
@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bench.cli import DEFAULT_ZOO
+from archbench.bench.cli.main import DEFAULT_ZOO
 
 no_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 

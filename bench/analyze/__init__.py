@@ -1,0 +1,1 @@
+"""Analysis: statistics, budgets, comparisons, selection. Pure functions returning dataclasses."""

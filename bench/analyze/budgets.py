@@ -1,0 +1,468 @@
+"""Deployment budgets and the verdict of each record against one: PASS, FAIL, INCONCLUSIVE, ERROR or SKIPPED.
+
+Two ways to write a budget:
+
+    "p95_ms<=20, size_mib<=30, top1_agree>=0.99"           an expression: comma- (or ;-) separated terms
+    budgets/edge.toml[:PROFILE]                            a TOML file of named profiles (schema below)
+
+A term is ``METRIC OP NUMBER`` with OP one of ``<= < >= >``. METRIC is a name from ``METRICS`` (or an alias:
+the Record field itself, ``latency_p95_ms``, works too); any latency percentile ``pNN_ms`` (e.g. ``p75_ms``,
+``p99.9_ms``) is judged from the raw samples.
+
+TOML schema (one table per profile under ``[profiles]``; a file with a single profile needs no profile name)::
+
+    [profiles.edge]
+    description = "phone-class CPU, interactive"   # optional, shown in reports
+    confidence = 0.95                               # optional, one-sided confidence of percentile bounds
+    p95_ms = "<= 20"                                # METRIC = "OP NUMBER"
+    size_mib = "<= 30"
+    top1_agree = ">= 0.99"
+    p50_ms = [">= 0.01", "<= 10"]                   # a list for a range
+
+How each term is judged:
+
+- latency percentiles (``p50_ms`` ... ``p99_ms``, ``pNN_ms``) with a distribution-free confidence bound from the
+  record's ``samples_ms`` (``archbench.bench.analyze.orderstats``): for ``p95_ms <= L``, PASS when the upper bound is <= L, FAIL
+  when the lower bound is > L, INCONCLUSIVE otherwise, with an estimate of how many samples would decide;
+- every other metric on its recorded value (sizes and counts are exact; ``mean_ms`` and ``throughput_sps``
+  are point estimates, said so in the reason);
+- ``task_metric_drop`` is derived: the fp32 cell's ``task_metric`` minus this cell's (same model, knobs, batch,
+  device; the torch fp32 cell when there is one, else the same runtime's);
+- a missing metric is INCONCLUSIVE with the reason, a failed record ERROR, a skipped record SKIPPED.
+
+A record's verdict is FAIL if any term fails, else ERROR, else INCONCLUSIVE, else PASS.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from archbench.bench.errors import UsageError
+
+PASS, FAIL, INCONCLUSIVE, ERROR, SKIPPED = "PASS", "FAIL", "INCONCLUSIVE", "ERROR", "SKIPPED"
+VERDICTS = (PASS, FAIL, INCONCLUSIVE, ERROR, SKIPPED)
+OPS = ("<=", ">=", "<", ">")
+DEFAULT_CONFIDENCE = 0.95
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str  # budget name, e.g. "p95_ms"
+    field: str | None  # the Record field it reads; None for derived metrics
+    better: str  # "lower" | "higher": the direction `pick` optimizes and Pareto fronts compare
+    quantile: float | None = None  # latency percentiles: judged from samples_ms at this level
+    doc: str = ""
+
+
+def _m(name: str, fld: str | None, better: str, doc: str, q: float | None = None) -> Metric:
+    return Metric(name, fld, better, q, doc)
+
+
+METRICS: dict[str, Metric] = {m.name: m for m in [
+    _m("p50_ms", "latency_p50_ms", "lower", "median latency of one forward (confidence bound from samples)", 0.50),
+    _m("p90_ms", "latency_p90_ms", "lower", "90th percentile latency (confidence bound from samples)", 0.90),
+    _m("p95_ms", "latency_p95_ms", "lower", "95th percentile latency (confidence bound from samples)", 0.95),
+    _m("p99_ms", "latency_p99_ms", "lower", "99th percentile latency (confidence bound from samples)", 0.99),
+    _m("mean_ms", "latency_mean_ms", "lower", "mean latency (point estimate)"),
+    _m("min_ms", "latency_min_ms", "lower", "fastest call (point estimate)"),
+    _m("max_ms", "latency_max_ms", "lower", "slowest call (point estimate)"),
+    _m("cv", "latency_cv", "lower", "coefficient of variation of latency"),
+    _m("throughput_sps", "throughput_sps", "higher", "samples per second = batch / mean latency (point estimate)"),
+    _m("size_mib", "size_mib", "lower", "artefact on disk, MiB (state_dict file, or .onnx + .data)"),
+    _m("params", "params", "lower", "parameters"),
+    _m("macs", "macs", "lower", "multiply-accumulates of one forward at the record's batch"),
+    _m("flops", "flops", "lower", "2 x MACs"),
+    _m("peak_rss_mib", "peak_rss_mib", "lower", "peak resident memory of the measuring process, MiB"),
+    _m("cuda_mem_mib", "cuda_max_allocated_mib", "lower", "peak CUDA memory allocated, MiB"),
+    _m("load_ms", "load_ms", "lower", "build/load the model or create the session, ms"),
+    _m("first_inference_ms", "first_inference_ms", "lower", "the first call (cold), ms"),
+    _m("top1_agree", "top1_agree", "higher", "argmax agreement with the fp32 PyTorch model (0..1)"),
+    _m("cosine", "cosine", "higher", "worst input set's cosine similarity to fp32 PyTorch outputs"),
+    _m("sqnr_db", "sqnr_db", "higher", "signal-to-quantization-noise ratio vs fp32 PyTorch, dB"),
+    _m("max_abs_err", "max_abs_err", "lower", "max |output - fp32 PyTorch output|"),
+    _m("task_metric", "task_metric", "higher", "the --metric-hook's number (higher is better)"),
+    _m("task_metric_drop", None, "lower", "fp32 cell's task_metric minus this cell's (points)"),
+    # training records (archbench run --mode train): latency_* hold the step time
+    _m("step_ms", "latency_p50_ms", "lower", "median training step time (confidence bound from samples)", 0.50),
+    _m("train_peak_mem_mib", "train_peak_mem_mib", "lower", "peak memory of a training step, MiB"),
+    _m("activation_mib", "activation_mib", "lower", "estimated activation memory at the training peak, MiB"),
+    _m("activation_mib_per_sample", "activation_mib_per_sample", "lower", "activation_mib / batch"),
+    _m("time_to_train_s", "time_to_train_s", "lower", "train_samples / samples per second (steady state), s"),
+    _m("time_to_train_h", None, "lower", "time_to_train_s / 3600, hours"),
+    _m("max_batch", "max_batch", "higher", "largest training batch that fits (--find-max-batch)"),
+]}
+
+ALIASES: dict[str, str] = {
+    **{m.field: m.name for m in METRICS.values() if m.field and m.field != m.name},
+    "peak_mem_mib": "peak_rss_mib", "rss_mib": "peak_rss_mib", "size": "size_mib", "latency_ms": "p50_ms",
+    "median_ms": "p50_ms", "top1": "top1_agree", "sqnr": "sqnr_db", "accuracy_drop": "task_metric_drop",
+    "cuda_max_allocated_mib": "cuda_mem_mib",
+}
+
+_PCT_RE = re.compile(r"^(?:latency_)?p(\d{1,2}(?:\.\d+)?)_ms$")
+
+
+def metric(name: str) -> Metric:
+    """The Metric for a budget name or alias; any ``pNN_ms`` percentile; UsageError (with suggestions) otherwise."""
+    key = name.strip().lower()
+    key = ALIASES.get(key, key)
+    if key in METRICS:
+        return METRICS[key]
+    m = _PCT_RE.match(key)
+    if m and 0 < float(m.group(1)) < 100:
+        q = round(float(m.group(1)) / 100, 12)
+        return Metric(key.removeprefix("latency_"), None, "lower", q, f"{m.group(1)}th percentile latency")
+    near = difflib.get_close_matches(key, [*METRICS, *ALIASES], n=3, cutoff=0.6)
+    hint = f"; did you mean {', '.join(near)}?" if near else f"; known: {', '.join(METRICS)} (or any pNN_ms)"
+    raise UsageError(f"unknown budget metric {name.strip()!r}{hint}")
+
+
+@dataclass(frozen=True)
+class Term:
+    metric: Metric
+    op: str
+    limit: float
+    text: str  # as written, for messages
+
+    def holds(self, value: float) -> bool:
+        return {"<=": value <= self.limit, "<": value < self.limit,
+                ">=": value >= self.limit, ">": value > self.limit}[self.op]
+
+    def __str__(self) -> str:
+        return f"{self.metric.name} {self.op} {self.limit:g}"
+
+
+@dataclass(frozen=True)
+class Budget:
+    terms: tuple[Term, ...]
+    name: str = ""  # the profile name, or "" for an expression
+    source: str = ""  # the expression or file it came from
+    description: str = ""
+    confidence: float = DEFAULT_CONFIDENCE
+
+    def describe(self) -> str:
+        head = f"{self.source}:{self.name}" if self.name and self.source.endswith(".toml") else self.source
+        return f"{head} ({', '.join(str(t) for t in self.terms)})"
+
+
+_TERM_RE = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_.]*)\s*(<=|>=|<|>|=<|=>|==|=|!=)?\s*(.*?)\s*$")
+
+
+def parse_term(text: str, where: str = "") -> Term:
+    """``"p95_ms <= 20"`` -> Term. UsageError naming the term when malformed."""
+    ctx = f" in {where}" if where else ""
+    m = _TERM_RE.match(text)
+    if not m or not text.strip():
+        raise UsageError(f"bad budget term {text.strip()!r}{ctx}: expected METRIC OP NUMBER, e.g. 'p95_ms <= 20'")
+    name, op, num = m.groups()
+    if op not in OPS:
+        what = f"operator {op!r}" if op else "no comparison operator"
+        raise UsageError(f"bad budget term {text.strip()!r}{ctx}: {what}; use one of {', '.join(OPS)}")
+    met = metric(name)  # raises naming the metric
+    try:
+        limit = float(num)
+    except ValueError:
+        raise UsageError(f"bad budget term {text.strip()!r}{ctx}: {num!r} is not a number "
+                         "(units live in the metric's name: p95_ms <= 20, size_mib <= 30)") from None
+    if math.isnan(limit):
+        raise UsageError(f"bad budget term {text.strip()!r}{ctx}: the limit is NaN")
+    return Term(met, op, limit, text.strip())
+
+
+def parse_expression(text: str) -> Budget:
+    """``"p95_ms<=20, size_mib<=30"`` -> Budget. Terms are separated by commas, semicolons or newlines."""
+    parts = [p for p in re.split(r"[,;\n]", text)]
+    if not any(p.strip() for p in parts):
+        raise UsageError("empty budget: expected terms like 'p95_ms<=20, size_mib<=30'")
+    terms = []
+    for i, p in enumerate(parts):
+        if not p.strip():
+            raise UsageError(f"bad budget {text!r}: term {i + 1} is empty (a stray comma?)")
+        terms.append(parse_term(p, f"budget {text.strip()!r}"))
+    return Budget(tuple(terms), source=text.strip())
+
+
+def _load_toml(path: Path) -> dict[str, Any]:
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # python 3.10
+        try:
+            import tomli as tomllib  # type: ignore[no-redef]
+        except ModuleNotFoundError:
+            raise UsageError("budget files need Python >= 3.11 (tomllib) or `pip install tomli`") from None
+    try:
+        with open(path, "rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise UsageError(f"no such budget file: {path}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise UsageError(f"budget file {path} is not valid TOML: {e}") from None
+
+
+def parse_profile(name: str, table: dict[str, Any], source: str, section: str = "profiles") -> Budget:
+    """One ``[profiles.NAME]`` table -> Budget (see the module docstring for the schema). ``section`` is the
+    table's parent as messages name it (the pytest plugin reads ``[tool.archbench.budgets.NAME]``)."""
+    where = f"{source} [{section}.{name}]"
+    if not isinstance(table, dict):
+        raise UsageError(f"{where}: expected a table of METRIC = \"OP NUMBER\"")
+    description = table.get("description", "")
+    if not isinstance(description, str):
+        raise UsageError(f"{where}: description must be a string")
+    confidence = table.get("confidence", DEFAULT_CONFIDENCE)
+    if isinstance(confidence, bool) or not isinstance(confidence, (int, float)) or not 0.5 <= confidence < 1:
+        raise UsageError(f"{where}: confidence = {confidence!r}; expected a number in [0.5, 1), e.g. 0.95")
+    terms = []
+    for key, value in table.items():
+        if key in ("description", "confidence"):
+            continue
+        try:
+            metric(key)  # an unknown name first: quoting the value would not fix it
+        except UsageError as e:
+            raise UsageError(f"{where}: {e}") from None
+        values = value if isinstance(value, list) else [value]
+        for v in values:
+            if isinstance(v, bool) or not isinstance(v, str):
+                raise UsageError(f"{where}: {key} = {v!r}; write the comparison as a string, e.g. "
+                                 f"{key} = \"<= {v}\"")
+            terms.append(parse_term(f"{key} {v}", f"{where}, key {key!r}"))
+    if not terms:
+        raise UsageError(f"{where}: no budget terms")
+    return Budget(tuple(terms), name=name, source=source, description=description, confidence=float(confidence))
+
+
+def load_file(path: str | Path, profile: str | None = None) -> Budget:
+    """A profile of a TOML budget file; the profile may be omitted when the file has exactly one."""
+    path = Path(path)
+    data = _load_toml(path)
+    unknown = sorted(set(data) - {"profiles"})
+    if unknown:
+        raise UsageError(f"budget file {path}: unknown top-level key {unknown[0]!r}; profiles live under "
+                         "[profiles.NAME] tables")
+    profiles = data.get("profiles")
+    if not isinstance(profiles, dict) or not profiles:
+        raise UsageError(f"budget file {path} has no [profiles.NAME] table")
+    if profile is None:
+        if len(profiles) != 1:
+            raise UsageError(f"budget file {path} has {len(profiles)} profiles ({', '.join(profiles)}); "
+                             f"name one: --budget {path}:{next(iter(profiles))} or --profile NAME")
+        profile = next(iter(profiles))
+    if profile not in profiles:
+        raise UsageError(f"budget file {path} has no profile {profile!r}; it has: {', '.join(profiles)}")
+    return parse_profile(profile, profiles[profile], str(path))
+
+
+def parse_budget(text: str, profile: str | None = None, confidence: float | None = None) -> Budget:
+    """What ``--budget`` takes: ``file.toml``, ``file.toml:PROFILE`` or an expression. ``profile`` (from
+    ``--profile``) names the profile of a file; ``confidence`` (from ``--confidence``) overrides the budget's."""
+    text = text.strip()
+    m = re.match(r"^(.+?\.toml)(?::([A-Za-z0-9_.-]+))?$", text)
+    if m:
+        if m.group(2) and profile and m.group(2) != profile:
+            raise UsageError(f"--budget names profile {m.group(2)!r} but --profile says {profile!r}")
+        budget = load_file(m.group(1), m.group(2) or profile)
+    else:
+        if profile:
+            raise UsageError("--profile names a profile of a budget file; the budget given is an expression")
+        budget = parse_expression(text)
+    if confidence is not None:
+        if not 0.5 <= confidence < 1:
+            raise UsageError(f"--confidence {confidence}: expected a number in [0.5, 1), e.g. 0.95")
+        budget = Budget(budget.terms, budget.name, budget.source, budget.description, confidence)
+    return budget
+
+
+# --------------------------------------------------------------------------------------------------- verdicts
+
+
+@dataclass(frozen=True)
+class TermVerdict:
+    term: Term
+    verdict: str
+    value: float | None = None  # the point estimate
+    lower: float | None = None  # confidence bounds (percentile terms)
+    upper: float | None = None
+    n: int | None = None  # samples the bounds rest on
+    samples_needed: int | None = None  # INCONCLUSIVE percentiles: total samples that would decide, if any
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class RecordVerdict:
+    record: dict[str, Any]
+    verdict: str
+    terms: tuple[TermVerdict, ...] = field(default_factory=tuple)
+    reason: str = ""  # for ERROR / SKIPPED records: why
+
+    @property
+    def label(self) -> str:
+        return record_label(self.record)
+
+
+def record_label(r: dict[str, Any]) -> str:
+    knobs = r.get("knobs") or ""
+    k = "" if knobs in ("", "{}") else " " + knobs.replace('"', "").replace(" ", "")
+    mode = r.get("mode") or "infer"
+    return f"{r.get('model')}{k} {r.get('runtime')} {r.get('precision')} b{r.get('batch')}" + (
+        "" if mode == "infer" else f" {mode}")
+
+
+def _combine(verdicts: Iterable[str]) -> str:
+    vs = list(verdicts)
+    for v in (FAIL, ERROR, INCONCLUSIVE):
+        if v in vs:
+            return v
+    return PASS
+
+
+def _fmt(x: float | None) -> str:
+    return "-" if x is None else f"{x:.4g}"
+
+
+def judge_percentile(term: Term, samples: Sequence[float], confidence: float) -> TermVerdict:
+    """A latency-percentile term from raw samples, by order-statistic confidence bounds (archbench.bench.analyze.orderstats)."""
+    from archbench.bench.analyze import orderstats
+
+    q = term.metric.quantile
+    assert q is not None
+    b = orderstats.quantile_bounds(samples, q, confidence)
+    below_is_good = term.op in ("<=", "<")
+    # Upper bound good (<=: ub <= L) -> PASS; lower bound bad (lb > L) -> FAIL. Mirrored for >=.
+    if below_is_good:
+        passed = b.upper is not None and term.holds(b.upper)
+        failed = b.lower is not None and not term.holds(b.lower)
+    else:
+        passed = b.lower is not None and term.holds(b.lower)
+        failed = b.upper is not None and not term.holds(b.upper)
+    conf = f"{confidence:.0%}"
+    bounds = f"{conf} bounds [{_fmt(b.lower)}, {_fmt(b.upper)}] ms from n={b.n}"
+    common = dict(value=b.estimate, lower=b.lower, upper=b.upper, n=b.n)
+    if passed:
+        which = "upper" if below_is_good else "lower"
+        return TermVerdict(term, PASS, reason=f"{bounds}: the {which} bound meets {term.op} {term.limit:g}", **common)
+    if failed:
+        which = "lower" if below_is_good else "upper"
+        return TermVerdict(term, FAIL, reason=f"{bounds}: even the {which} bound misses {term.op} {term.limit:g}",
+                           **common)
+    good = sum(1 for s in samples if term.holds(s)) / b.n
+    need = orderstats.samples_to_decide(b.n, q, confidence, good, below_is_good)
+    missing = "upper" if (b.upper is None and below_is_good) or (b.lower is None and not below_is_good) else ""
+    if missing:
+        why = f"n={b.n} is too few for any {conf} {'upper' if below_is_good else 'lower'} bound on p{100 * q:g}"
+    else:
+        why = f"{bounds} straddle {term.limit:g}"
+    if need is None:
+        why += "; no sample count would decide: the budget sits at the measured quantile"
+    else:
+        way = orderstats.decides(need, q, confidence, good, below_is_good)
+        why += f"; ~{need - b.n} more samples (n~{need}) would likely decide {way} if the distribution holds"
+    return TermVerdict(term, INCONCLUSIVE, samples_needed=need, reason=why, **common)
+
+
+def _missing_reason(name: str, r: dict[str, Any]) -> str:
+    if name == "top1_agree" and r.get("cosine") is not None:
+        return "no top-1 agreement: the output is not (B, C) or (B, N, V) logits"
+    if name in ("top1_agree", "cosine", "sqnr_db", "max_abs_err") and r.get("model", "").lower().endswith(".onnx"):
+        return f"no {name}: an .onnx source has no PyTorch reference"
+    if name == "task_metric":
+        return "no task_metric: run with --metric-hook pkg.mod:fn"
+    return f"the record has no {name}"
+
+
+# The fp32 PyTorch eager cell is the fidelity reference itself: its worker compares nothing, so these are its
+# values by definition.
+_REFERENCE_FIDELITY = {"top1_agree": 1.0, "cosine": 1.0, "sqnr_db": math.inf, "max_abs_err": 0.0}
+
+
+def is_reference(r: dict[str, Any]) -> bool:
+    return r.get("runtime") == "torch" and r.get("precision") == "fp32"
+
+
+def metric_value(r: dict[str, Any], met: Metric, context: Sequence[dict[str, Any]] = ()) -> tuple[float | None, str]:
+    """(point estimate, note) of a metric for one record, or (None, why it is missing)."""
+    if met.name == "task_metric_drop":
+        if r.get("task_metric") is None:
+            return None, "no task_metric: run with --metric-hook pkg.mod:fn"
+        ref = fp32_reference(r, context)
+        if ref is None or ref.get("task_metric") is None:
+            return None, "no fp32 cell with a task_metric for this model and batch"
+        value = float(ref["task_metric"]) - float(r["task_metric"])
+        return value, f"{ref['task_metric']:.4g} ({ref['runtime']} fp32) - {r['task_metric']:.4g}"
+    if met.name == "time_to_train_h":
+        if r.get("time_to_train_s") is None:
+            return None, "no time_to_train_s: run with --mode train --train-samples N"
+        return float(r["time_to_train_s"]) / 3600.0, "steady-state estimate"
+    raw = r.get(met.field) if met.field else None
+    if raw is None and met.quantile is not None and r.get("samples_ms"):
+        import numpy as np
+
+        raw = float(np.percentile(r["samples_ms"], 100 * met.quantile, method="linear"))
+    if raw is None and met.name in _REFERENCE_FIDELITY and is_reference(r):
+        return _REFERENCE_FIDELITY[met.name], "torch fp32 is the fidelity reference"
+    if raw is None:
+        return None, _missing_reason(met.name, r)
+    point = met.name in ("mean_ms", "throughput_sps", "min_ms", "max_ms", "cv")
+    return float(raw), "point estimate" if point else ""
+
+
+def judge_term(term: Term, r: dict[str, Any], confidence: float, context: Sequence[dict[str, Any]] = ()) -> TermVerdict:
+    met = term.metric
+    if met.quantile is not None:
+        samples = r.get("samples_ms") or []
+        if samples:
+            return judge_percentile(term, samples, confidence)
+        return TermVerdict(term, INCONCLUSIVE, value=r.get(met.field) if met.field else None,
+                           reason="no raw samples_ms in the record (read records.jsonl, not the CSV)")
+    value, why = metric_value(r, met, context)
+    if value is None:
+        return TermVerdict(term, INCONCLUSIVE, reason=why)
+    if math.isnan(value):
+        return TermVerdict(term, FAIL, value=value, reason="value is NaN (non-finite outputs?)")
+    return TermVerdict(term, PASS if term.holds(value) else FAIL, value=value, reason=why)
+
+
+def fp32_reference(r: dict[str, Any], records: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
+    """The fp32 cell a variant is compared with: same model, knobs, batch, device; torch first, else same runtime."""
+    same = [c for c in records
+            if c.get("status") == "ok" and c.get("precision") == "fp32" and c.get("model") == r.get("model")
+            and (c.get("knobs") or "") == (r.get("knobs") or "") and c.get("batch") == r.get("batch")
+            and c.get("device") == r.get("device") and (c.get("mode") or "infer") == (r.get("mode") or "infer")]
+    for rt in ("torch", r.get("runtime")):
+        for c in same:
+            if c.get("runtime") == rt:
+                return c
+    return same[0] if same else None
+
+
+def judge_record(r: dict[str, Any], budget: Budget, context: Sequence[dict[str, Any]] = ()) -> RecordVerdict:
+    status = r.get("status", "ok")
+    if status == "skipped":
+        return RecordVerdict(r, SKIPPED, reason=r.get("error", ""))
+    if status != "ok":
+        return RecordVerdict(r, ERROR, reason=f"cell {status}: {r.get('error', '')}")
+    tv = tuple(judge_term(t, r, budget.confidence, context) for t in budget.terms)
+    return RecordVerdict(r, _combine(t.verdict for t in tv), tv)
+
+
+def judge(records: Sequence[dict[str, Any]], budget: Budget) -> list[RecordVerdict]:
+    """Verdicts of every record (its fp32 siblings in ``records`` give the derived task_metric_drop)."""
+    # Max-batch search trials are probes, not candidates: their failures are expected and judged by nobody.
+    return [judge_record(r, budget, records) for r in records if r.get("mode") != "maxbatch-trial"]
+
+
+def summary(verdicts: Sequence[RecordVerdict]) -> dict[str, int]:
+    out = {v: 0 for v in VERDICTS}
+    for v in verdicts:
+        out[v.verdict] += 1
+    return out
+
+
+def exit_code(verdicts: Sequence[RecordVerdict], strict: bool = False) -> int:
+    """1 when any record FAILs or ERRORs (and, with strict, when any is INCONCLUSIVE); else 0."""
+    bad = {FAIL, ERROR} | ({INCONCLUSIVE} if strict else set())
+    return 1 if any(v.verdict in bad for v in verdicts) else 0

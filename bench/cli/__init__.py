@@ -1,0 +1,1 @@
+"""The command line: argument parsing into typed specs, one module per command, no logic beyond wiring."""

@@ -1,0 +1,100 @@
+"""``archbench compare BASE NEW``: per-cell changes with significance tests, and an optional CI gate.
+
+The statistics and the gating rules live in archbench.bench.analyze.compare (see its docstring); this module only parses arguments,
+loads the two sides and prints.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from pathlib import Path
+
+EPILOG = """examples:
+  archbench compare results/base results/new
+  archbench compare base/records.jsonl new/records.jsonl --fail-on "p95_ms:+10%,throughput_sps:-5%"
+  archbench compare results/base results/new --md compare.md --alpha 0.01
+  archbench compare old/ new/ --fail-on p50_ms:+5% --force     gate even cells whose environment differs
+  archbench compare old/ new/ --format json | jq '.cells[] | select(.failed)'
+
+metrics for --fail-on: p50_ms p90_ms p95_ms p99_ms mean_ms throughput_sps peak_rss_mib cuda_max_allocated_mib
+(METRIC:+N% fails on a rise beyond N%, METRIC:-N% on a fall beyond N%; no sign = the metric's worse direction).
+
+In the table, * = significant (Mann-Whitney U p < alpha AND the bootstrap CI of the ratio excludes 1),
+? = untested (single value such as peak memory, or no raw samples).
+
+exit codes: 0 no gated regression, 1 a change beyond a --fail-on threshold that is significant (or a cell
+that ran in BASE failed in NEW), 2 bad input"""
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("base", help="records .jsonl file or run folder: the reference")
+    p.add_argument("new", help="records .jsonl file or run folder: the candidate")
+    p.add_argument("--fail-on", metavar="SPEC", help='thresholds, e.g. "p95_ms:+10%%,throughput_sps:-5%%"')
+    p.add_argument("--alpha", type=float, default=0.05, help="significance level (default 0.05)")
+    p.add_argument("--force", action="store_true", help="gate cells even when their environment fingerprints differ")
+    p.add_argument("--format", choices=("table", "md", "csv", "json"), default="table", help="stdout format")
+    p.add_argument("--md", metavar="FILE", help="also write the comparison as markdown to FILE")
+    p.add_argument("--bootstrap", type=int, default=1000, metavar="N", help="bootstrap resamples (default 1000)")
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+
+
+def markdown(result, base: str, new: str) -> str:
+    from tabulate import tabulate
+
+    from archbench.bench.analyze.compare import COLUMNS, legend, summary, table_rows
+
+    return "\n".join([
+        "# archbench compare", "", f"BASE `{base}` vs NEW `{new}`", "", legend(result), "",
+        tabulate(table_rows(result), headers=COLUMNS, tablefmt="github", disable_numparse=True), "",
+        f"**{summary(result)}**", "",
+    ])
+
+
+def run(args: argparse.Namespace) -> int:
+    from tabulate import tabulate
+
+    from archbench.bench.analyze.compare import (
+        COLUMNS,
+        compare,
+        flat_rows,
+        legend,
+        parse_fail_on,
+        summary,
+        table_rows,
+        to_json,
+    )
+    from archbench.bench.analyze.merge import check_schema, load_records
+    from archbench.bench.errors import UsageError
+
+    if args.bootstrap < 100:
+        raise UsageError("--bootstrap must be at least 100")
+    thresholds = parse_fail_on(args.fail_on)
+    base = load_records([args.base])
+    new = load_records([args.new])
+    check_schema([*base, *new])  # BASE and NEW must share one schema version too
+    result = compare(base, new, thresholds, alpha=args.alpha, force=args.force, n_boot=args.bootstrap,
+                     seed=args.seed)
+    if args.format == "json":
+        print(json.dumps(to_json(result), indent=1, default=str))
+    elif args.format == "csv":
+        rows = flat_rows(result)
+        w = csv.DictWriter(sys.stdout, fieldnames=list(rows[0]) if rows else ["model"], lineterminator="\n")
+        w.writeheader()
+        w.writerows(rows)
+    elif args.format == "md":
+        print(markdown(result, args.base, args.new))
+    else:
+        print(tabulate(table_rows(result), headers=COLUMNS, tablefmt="simple", disable_numparse=True))
+        print()
+        print(legend(result))
+        print(summary(result))
+    if args.md:
+        Path(args.md).write_text(markdown(result, args.base, args.new), encoding="utf-8")
+        print(f"archbench compare: wrote {args.md}", file=sys.stderr)
+    for c in result.failures:
+        print(f"archbench compare: FAIL {c.model} {c.runtime} {c.precision} b{c.batch}: {'; '.join(c.failures)}",
+              file=sys.stderr)
+    return result.exit_code

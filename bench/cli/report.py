@@ -1,0 +1,204 @@
+"""``archbench report``: markdown, CSV, JSON and PNG plots from one or more runs' records, across machines.
+
+Run on the machine that produced the records, it measures that machine's peak FLOP/s and bytes/s once
+(archbench.bench.report.roofline.measure_peaks, about a second) and caches them in the run folder's peaks.json; records from other
+machines use the peaks.json cached in their own run folders, or go without roofs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+EPILOG = """examples:
+  archbench report runs/x/records.jsonl --out review/       report.md, report.csv, report.json, plots/*.png
+  archbench report results/laptop results/h100 --out cmp/   one comparison across machines
+  archbench report runs/x                                   markdown to stdout (no plots without --out)
+  archbench report runs/x --format json --no-measure        machine-readable, measures nothing
+  archbench report runs/x --out runs/x --no-layers          regenerate a run's report in place, faster
+  archbench report runs/x --budget "p95_ms<=20,size_mib<=30" --out review/   with budget verdicts
+
+A folder argument means its records.jsonl (or every *.jsonl in it). Records with different schema_version are
+never mixed (exit 2). Budget verdicts come from --budget, else from a verdicts.json next to the records
+(written by `archbench run --budget`).
+
+exit codes: 0 ok, 2 bad input"""
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("inputs", nargs="+", metavar="RECORDS", help="records .jsonl files or run folders")
+    p.add_argument("--out", metavar="DIR", help="write report.md, report.csv, report.json and plots/ here "
+                   "(default: print the report to stdout)")
+    p.add_argument("--format", choices=("md", "json", "csv"), default="md", help="stdout format without --out")
+    p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    p.add_argument("--no-measure", action="store_true",
+                   help="do not measure this machine's peaks (cached peaks.json files are still read)")
+    p.add_argument("--no-layers", action="store_true",
+                   help="skip the per-layer memory/compute-bound tables (they build each zoo model once)")
+    p.add_argument("--peaks", action="append", default=[], metavar="FILE", help="extra peaks.json to read")
+    p.add_argument("--budget", metavar="SPEC", help='judge every cell against a budget: "p95_ms<=20,size_mib<=30" '
+                   "or budgets/edge.toml[:PROFILE] (see `archbench check --help`)")
+
+
+def _attach_verdicts(records: list[dict[str, Any]], budget: str | None) -> str:
+    """Put ``verdict`` and ``verdict_reason`` on the records; returns what they were judged against ('' if none)."""
+    from archbench.bench.analyze.merge import SOURCE
+
+    if budget:
+        from archbench.bench.analyze.budgets import judge, parse_budget
+        from archbench.bench.report.verdicts import reasons
+
+        b = parse_budget(budget)
+        for v in judge(records, b):
+            prefix = v.label + ": "
+            v.record["verdict"] = v.verdict
+            v.record["verdict_reason"] = "; ".join(ln.removeprefix(prefix) for ln in reasons([v]))
+        return f"`{budget}`"
+    found = []
+    for folder in dict.fromkeys(Path(r[SOURCE]).parent for r in records):
+        path = folder / "verdicts.json"
+        try:
+            verdicts = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        found.append(str(path))
+        by_cell = {(v.get("model"), v.get("knobs") or "", v.get("runtime"), v.get("precision"), v.get("batch")): v
+                   for v in verdicts if isinstance(v, dict)}
+        for r in records:
+            if Path(r[SOURCE]).parent != folder:
+                continue
+            v = by_cell.get((r.get("model"), r.get("knobs") or "", r.get("runtime"), r.get("precision"),
+                             r.get("batch")))
+            if v is None:
+                continue
+            why = [f"{t.get('term')} {t.get('verdict')}" + (f": {t['reason']}" if t.get("reason") else "")
+                   for t in v.get("terms", []) if t.get("verdict") != "PASS"]
+            r["verdict"] = v.get("verdict")
+            r["verdict_reason"] = "; ".join(why) or str(v.get("reason") or "")
+    return ", ".join(f"`{f}`" for f in found)
+
+
+def _gather_peaks(records: list[dict[str, Any]], args: argparse.Namespace) -> list[Any]:
+    from archbench.bench.analyze.merge import SOURCE
+    from archbench.bench.report.roofline import (
+        PEAKS_FILE,
+        is_this_machine,
+        load_peaks,
+        measure_peaks,
+        save_peaks,
+    )
+
+    folders = list(dict.fromkeys(Path(r[SOURCE]).parent for r in records))
+    files = [f / PEAKS_FILE for f in folders] + [Path(p) for p in args.peaks]
+    if args.out:
+        files.append(Path(args.out) / PEAKS_FILE)
+    peaks = [p for f in files for p in load_peaks(f)]
+    if args.no_measure:
+        return _unique(peaks)
+    need: dict[tuple[str, int], set[Path]] = {}
+    for r in records:
+        if r.get("status") != "ok" or not is_this_machine(r):
+            continue
+        dev, thr = str(r.get("device")), int(r.get("threads") or 0)
+        if not any(p.device == dev and p.threads == thr and p.hostname == r.get("hostname")
+                   and p.cpu_model == r.get("cpu_model") for p in peaks):
+            need.setdefault((dev, thr), set()).add(Path(r[SOURCE]).parent)
+    for (dev, thr), dirs in need.items():
+        if dev == "cuda":
+            import torch
+
+            if not torch.cuda.is_available():
+                continue
+        print(f"archbench report: measuring this machine's peaks ({dev}, {thr} threads) ...", file=sys.stderr)
+        pk = measure_peaks(dev, thr)
+        peaks.append(pk)
+        targets = sorted(dirs) + ([Path(args.out)] if args.out else [])
+        for d in targets:
+            try:
+                d.mkdir(parents=True, exist_ok=True)
+                save_peaks(d / PEAKS_FILE, [pk])
+            except OSError as e:
+                print(f"archbench report: could not cache peaks in {d}: {e}", file=sys.stderr)
+    return _unique(peaks)
+
+
+def _unique(peaks: list[Any]) -> list[Any]:
+    out: dict[tuple, Any] = {}
+    for p in peaks:
+        out[(p.hostname, p.cpu_model, p.gpu_name, p.device, p.threads)] = p
+    return list(out.values())
+
+
+def _layers(records: list[dict[str, Any]], peaks: list[Any]) -> tuple[dict[str, list[Any]], dict[str, float]]:
+    """Layer bounds of every zoo model among the records, against the ridge of the first machine that measured it."""
+    from archbench.bench.report.roofline import peaks_for, zoo_layer_bounds
+
+    layers: dict[str, list[Any]] = {}
+    ridges: dict[str, float] = {}
+    seen: set[tuple[str, str]] = set()
+    for r in records:
+        key = (str(r.get("model")), str(r.get("knobs") or ""))
+        if r.get("status") != "ok" or key in seen:
+            continue
+        pk = peaks_for(r, peaks)
+        if pk is None:
+            continue
+        seen.add(key)
+        label = key[0] + (f" {key[1]}" if key[1] not in ("", "{}") else "")
+        try:
+            rows = zoo_layer_bounds(key[0], key[1], pk.ridge)
+        except Exception as e:  # an optional section: the report goes on without this model's layers
+            print(f"archbench report: layer bounds of {label} skipped: {type(e).__name__}: {e}", file=sys.stderr)
+            continue
+        if rows:
+            layers[label] = rows
+            ridges[label] = pk.ridge
+    return layers, ridges
+
+
+def run(args: argparse.Namespace) -> int:
+    from archbench.bench.analyze.merge import SOURCE, load_records
+    from archbench.bench.report.markdown import markdown, report_json, write_reports
+    from archbench.bench.report.roofline import place
+
+    records = load_records(args.inputs)
+    sources = list(dict.fromkeys(r[SOURCE] for r in records))
+    budget = _attach_verdicts(records, args.budget)
+    peaks = _gather_peaks(records, args)
+    placements = place(records, peaks)
+    layers, ridges = ({}, {}) if args.no_layers or not peaks else _layers(records, peaks)
+    argv = [*args.inputs, *(["--out", args.out] if args.out else [])]
+    if "report" in sys.argv[1:3]:  # the command as typed, when run from the console script
+        argv = sys.argv[sys.argv.index("report", 1) + 1:]
+    command = "archbench report " + " ".join(argv)
+    if not args.out:
+        if args.format == "json":
+            print(json.dumps(report_json(records, command, peaks=peaks, placements=placements, layers=layers),
+                             indent=1, default=str))
+        elif args.format == "csv":
+            import csv
+
+            from archbench.bench.record import CSV_FIELDS
+
+            w = csv.DictWriter(sys.stdout, fieldnames=CSV_FIELDS, extrasaction="ignore", lineterminator="\n")
+            w.writeheader()
+            w.writerows(records)
+        else:
+            print(markdown(records, command, peaks=peaks, placements=placements, layers=layers,
+                           layer_ridges=ridges, sources=sources, budget=budget))
+        return 0
+    out = Path(args.out)
+    plots: list[Path] = []
+    if not args.no_plots:
+        from archbench.bench.report.plots import plot_all
+
+        plots = plot_all(records, out / "plots", placements, peaks)
+    paths = write_reports(out, records, command, peaks=peaks, placements=placements, layers=layers,
+                          layer_ridges=ridges, plots=plots, csv_name="report.csv", json_name="report.json",
+                          sources=sources, budget=budget)
+    print(f"archbench report: {len(records)} records from {len(sources)} file(s) -> "
+          + ", ".join(str(p) for p in [*paths, *plots]), file=sys.stderr)
+    return 0

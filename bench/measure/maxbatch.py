@@ -1,0 +1,170 @@
+"""``archbench run --mode train --find-max-batch``: the largest batch whose training step fits in memory.
+
+Per group (model x runtime x precision): double the batch from the smallest ``--batch`` until a trial runs out of
+memory (or ``--max-batch-limit`` is reached), then bisect between the last batch that fit and the first that did
+not. Each trial is one worker process (``mode="maxbatch-trial"``: build, ``MEM_STEPS`` training steps, peak memory
+checked against the cap; no timing), so an out-of-memory error, or the kernel's OOM killer, ends only that trial.
+Every trial is a record (``mode="maxbatch-trial"``; failed ones carry an error starting ``out of memory``), so the
+search can be audited. The answer is then measured like any training cell (timed, memory split) and recorded with
+``mode="train"``, ``max_batch`` and ``mem_cap_mib`` set; that run does not judge the cap again (the trials decided;
+RSS differs by some MiB between processes, so an answer at the edge could flip), but says so in ``warning`` when
+its peak came out above the cap.
+
+What "fits" means: CUDA: no allocator out-of-memory error (under ``--mem-cap-mib`` via
+``torch.cuda.set_per_process_memory_fraction`` when given); CPU: the worker's peak RSS stays at or under
+``--mem-cap-mib`` (default: ``DEFAULT_CAP_FRACTION`` of the machine's available memory when the search starts, so a
+search cannot push a shared machine into swap or the OOM killer). The search assumes memory grows with the batch;
+a failure that is not out of memory (an exception, a timeout) stops the search for that group with a failed record.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from archbench.bench.record import Record, cell_key, read_jsonl
+
+DEFAULT_LIMIT = 65536
+DEFAULT_CAP_FRACTION = 0.8
+
+
+class SearchAborted(Exception):
+    """A trial failed for a reason other than memory: the search cannot tell where the limit is."""
+
+
+@dataclass
+class Search:
+    best: int  # largest batch that fit (0: not even the start)
+    first_failure: int | None  # smallest batch seen to fail (None: every trial fit up to the limit)
+    trials: list[tuple[int, bool]] = field(default_factory=list)  # (batch, fits) in the order tried
+    hit_limit: bool = False
+
+
+def find_max_batch(fits: Callable[[int], bool], start: int = 1, limit: int = DEFAULT_LIMIT) -> Search:
+    """Largest b in [start, limit] with fits(b), assuming fits is monotone (true up to some b, false after).
+
+    Doubling from ``start`` brackets the answer in [2^k start, 2^(k+1) start); bisection narrows it to one.
+    Trials: about 2 log2(answer / start). ``fits`` may raise SearchAborted to stop."""
+    if start < 1 or limit < start:
+        raise ValueError(f"need 1 <= start <= limit, got start={start}, limit={limit}")
+    s = Search(best=0, first_failure=None)
+
+    def trial(b: int) -> bool:
+        ok = fits(b)
+        s.trials.append((b, ok))
+        return ok
+
+    b = start
+    while True:
+        if not trial(b):
+            s.first_failure = b
+            break
+        s.best = b
+        if b >= limit:
+            s.hit_limit = True
+            return s
+        b = min(2 * b, limit)
+    lo, hi = s.best, s.first_failure  # lo fits (or is 0 when start failed), hi does not
+    if lo == 0:
+        return s
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if trial(mid):
+            lo = mid
+        else:
+            hi = mid
+    s.best, s.first_failure = lo, hi
+    return s
+
+
+def is_oom(rec: Record) -> bool:
+    """A failed trial that ran out of memory: our cap, a CUDA OOM, or the kernel's OOM killer (SIGKILL)."""
+    err = rec.error.lower()
+    return rec.status == "failed" and (err.startswith("out of memory") or "killed by sigkill" in err)
+
+
+def default_cap_mib() -> float | None:
+    from archbench.bench.measure.train import available_mib
+
+    avail = available_mib()
+    return None if avail is None else round(DEFAULT_CAP_FRACTION * avail)
+
+
+def done_groups(spec: Any) -> set[tuple]:
+    """Groups of an earlier run in spec.out whose search finished (an ok train record with max_batch)."""
+    path = spec.out / "records.jsonl"
+    if not spec.resume or not path.exists():
+        return set()
+    return {cell_key({**r, "batch": None}) for r in read_jsonl(path)
+            if r.get("status") == "ok" and r.get("mode") == "train" and r.get("max_batch") is not None}
+
+
+def search_groups(spec: Any, run_id: str, on_record: Callable[[Record], None]) -> None:
+    """Run the search for every model x runtime x precision of ``spec`` (engine.run calls this)."""
+    from archbench.bench.measure.engine import Group, _failed, run_group
+
+    train = dict(spec.train)
+    cap = train.get("mem_cap_mib")
+    cap_note = ""
+    if cap is None and spec.device == "cpu":
+        cap = default_cap_mib()
+        cap_note = f"--mem-cap-mib defaulted to {DEFAULT_CAP_FRACTION:.0%} of available memory ({cap} MiB)"
+    trial_spec = replace(spec, mode="maxbatch-trial", train={**train, "mem_cap_mib": cap})
+    # The answer is decided by the trials; the final cell measures it (timed, memory split) without judging the
+    # cap again: RSS wobbles by some MiB from process to process, and an answer at the edge would flip.
+    final_spec = replace(spec, mode="train", train={**train, "mem_cap_mib": None})
+    start, limit = min(spec.batches), int(train.get("max_batch_limit") or DEFAULT_LIMIT)
+    knobs = json.dumps(spec.knobs, sort_keys=True)
+    done = done_groups(spec)
+    for m in spec.models:
+        for rt in spec.runtimes:
+            for p in spec.precisions:
+                key = cell_key({"model": m, "knobs": knobs, "runtime": rt, "precision": p, "batch": None,
+                                "device": spec.device, "threads": spec.resolved_threads(), "mode": "train"})
+                if key in done:
+                    continue
+
+                def fits(b: int, m: str = m, rt: str = rt, p: str = p) -> bool:
+                    got: list[Record] = []
+                    run_group(trial_spec, Group(m, rt, p, (b,)), run_id, got.append)
+                    rec = got[-1]
+                    rec.mem_cap_mib = cap
+                    if rec.status == "failed" and is_oom(rec) and not rec.error.startswith("out of memory"):
+                        rec.error = f"out of memory ({rec.error})"
+                    on_record(rec)
+                    if rec.status == "ok":
+                        return True
+                    if is_oom(rec):
+                        return False
+                    raise SearchAborted(f"trial at batch {b} {rec.status}: {rec.error}")
+
+                g = Group(m, rt, p, (start,))
+                try:
+                    s = find_max_batch(fits, start, limit)
+                except SearchAborted as e:
+                    rec = _failed(final_spec, g, start, f"max-batch search stopped: {e}", run_id)
+                    rec.mem_cap_mib = cap
+                    on_record(rec)
+                    continue
+                tried = ", ".join(f"{b}{'' if ok else ' OOM'}" for b, ok in s.trials)
+                notes = [n for n in (cap_note, f"max-batch search trials: {tried}") if n]
+                if s.hit_limit:
+                    notes.append(f"every trial fit: the search stopped at --max-batch-limit {limit}")
+                if s.best == 0:
+                    rec = _failed(final_spec, g, start, f"out of memory: no batch fits; batch {start} does not "
+                                  f"(cap {cap} MiB)", run_id)
+                    rec.max_batch, rec.mem_cap_mib, rec.warning = 0, cap, "; ".join(notes)
+                    on_record(rec)
+                    continue
+
+                def final(rec: Record, best: int = s.best, notes: list[str] = notes) -> None:
+                    rec.max_batch, rec.mem_cap_mib = best, cap
+                    if cap is not None and rec.train_peak_mem_mib and rec.train_peak_mem_mib > cap:
+                        notes = [*notes, f"this measuring run peaked at {rec.train_peak_mem_mib:.0f} MiB, above the "
+                                 f"cap its trial stayed under: the answer sits within run-to-run memory noise"]
+                    rec.warning = "; ".join([*notes, rec.warning]).strip("; ")
+                    on_record(rec)
+
+                run_group(final_spec, Group(m, rt, p, (s.best,)), run_id, final)

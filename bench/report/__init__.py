@@ -1,0 +1,1 @@
+"""Rendering: tables, markdown, JSON/CSV, plots, roofline — of analyze's results only."""

@@ -1,0 +1,376 @@
+"""Roofline: the machine's measured peaks, where each model lands under them, and which layers are memory-bound.
+
+Peaks are *measured on this machine*, not taken from a datasheet (a laptop's turbo, a cloud VM's share of a
+socket and the thread count all move them):
+
+- peak FLOP/s = 2 n^3 / t, best of a few n x n fp32 matmuls (torch.mm), at the records' thread count;
+- peak bytes/s = 2 N / t, best of a few copies of an N-byte fp32 tensor (reads N, writes N), N far larger than
+  any cache, so it is DRAM (or HBM) bandwidth.
+
+The ridge point ridge = peak FLOP/s / peak bytes/s (FLOP per byte) splits memory-bound from compute-bound work:
+attainable FLOP/s at arithmetic intensity I is min(peak FLOP/s, I x peak bytes/s) (Williams, Waterman & Patterson,
+"Roofline", CACM 2009).
+
+Each measured cell is placed at
+
+- achieved FLOP/s = FLOPs of one forward / p50 latency (FLOPs = 2 x MACs, see bench/profile.py), and
+- arithmetic intensity = FLOPs / bytes, where **bytes per forward is an estimate**: weights (the size of the
+  artefact the runtime loaded, ``size_mib``) + the input tensor + the output tensors, each moved once.
+  Intermediate activations are not counted (they often stay in cache), so the true traffic is higher and the
+  true intensity lower. When the weights fit in the CPU's caches they are not re-read from DRAM on every call,
+  so a small model can sit *above* the bandwidth roof: that is the cache at work, not a measurement error.
+
+Layer classification (``classify_layers``) applies the same estimate per module of a Profile: a module's own
+MACs (its MACs minus its children's) over its own weights + its input and output activations, at batch 1.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import os
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+PEAKS_FILE = "peaks.json"
+
+# Bytes per element of the dtype names records carry (Record.input_dtype is torch's name without "torch.").
+_ITEMSIZE = {"float32": 4, "float": 4, "float16": 2, "half": 2, "bfloat16": 2, "float64": 8, "double": 8,
+             "int64": 8, "long": 8, "int32": 4, "int": 4, "int16": 2, "int8": 1, "uint8": 1, "bool": 1}
+# Bytes per element of a float output at each precision (an int8 model dequantizes its outputs to fp32).
+_OUT_ITEMSIZE = {"fp16": 2, "bf16": 2, "fp32": 4}
+
+
+@dataclass(frozen=True)
+class Peaks:
+    device: str  # cpu | cuda
+    threads: int
+    flops_per_s: float  # best 2 n^3 / t of an n x n fp32 matmul
+    bytes_per_s: float  # best 2 N / t of an N-byte copy (read + write)
+    matmul_n: int
+    copy_mib: float
+    hostname: str = ""
+    cpu_model: str = ""
+    gpu_name: str = ""
+    measured_at: str = ""
+
+    @property
+    def ridge(self) -> float:
+        """Arithmetic intensity (FLOP/byte) where the bandwidth roof meets the compute roof."""
+        return self.flops_per_s / self.bytes_per_s
+
+    def roof(self, intensity: float) -> float:
+        """Attainable FLOP/s at ``intensity`` FLOP/byte."""
+        return min(self.flops_per_s, intensity * self.bytes_per_s)
+
+
+def measure_peaks(device: str = "cpu", threads: int = 0, matmul_n: int | None = None,
+                  copy_mib: float | None = None, reps: int = 8) -> Peaks:
+    """Measure this machine's peak fp32 matmul FLOP/s and copy bandwidth on ``device`` with ``threads`` torch
+    intra-op threads (0: all CPUs). Takes about a second on a 2-core CPU. torch's thread count is restored."""
+    import torch
+
+    from archbench.bench.env import environment
+
+    cuda = device == "cuda"
+    if cuda and not torch.cuda.is_available():
+        raise RuntimeError("measure_peaks('cuda'): no CUDA device visible to torch")
+    n = matmul_n or (8192 if cuda else 1536)  # CPU: 2 x 1536^3 = 7.2 GFLOP per call, ~0.1 s at 70 GFLOP/s
+    mib = copy_mib or (1024.0 if cuda else 256.0)  # far beyond any CPU's last-level cache
+    threads = threads or os.cpu_count() or 1
+    saved = torch.get_num_threads()
+    try:
+        torch.set_num_threads(threads)
+        dev = torch.device(device)
+        g = torch.Generator(device="cpu").manual_seed(0)
+        a = torch.randn(n, n, generator=g).to(dev)
+        b = torch.randn(n, n, generator=g).to(dev)
+        out = torch.empty(n, n, device=dev)
+        mm_s = _best_time(lambda: torch.mm(a, b, out=out), reps, cuda)
+        numel = int(mib * 2**20) // 4
+        src = torch.ones(numel, device=dev)  # written once so every page is resident before timing
+        dst = torch.empty_like(src)
+        cp_s = _best_time(lambda: dst.copy_(src), reps, cuda)
+    finally:
+        torch.set_num_threads(saved)
+    env = environment()
+    return Peaks(
+        device=device, threads=threads,
+        flops_per_s=2.0 * n**3 / mm_s,  # n^3 multiply-adds = 2 n^3 FLOPs
+        bytes_per_s=2.0 * numel * 4 / cp_s,  # each element read once and written once, 4 bytes each
+        matmul_n=n, copy_mib=mib, hostname=env["hostname"], cpu_model=env["cpu_model"],
+        gpu_name=env["gpu_name"] if cuda else "",
+        measured_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    )
+
+
+def _best_time(fn: Callable[[], Any], reps: int, cuda: bool) -> float:
+    """Best wall time of ``fn`` over ``reps`` calls after one warm-up (best, not median: a peak is what the
+    hardware can do, and on a shared machine every disturbance only adds time)."""
+    import torch
+
+    fn()
+    if cuda:
+        torch.cuda.synchronize()
+    best = math.inf
+    for _ in range(reps):
+        if cuda:
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            end.record()
+            torch.cuda.synchronize()
+            best = min(best, start.elapsed_time(end) / 1e3)
+        else:
+            t = time.perf_counter()
+            fn()
+            best = min(best, time.perf_counter() - t)
+    return best
+
+
+# ----------------------------------------------------------------------------------------------------- peaks.json
+
+
+def load_peaks(path: Path) -> list[Peaks]:
+    """Peaks cached in a peaks.json (a list of Peaks objects); [] when missing or unreadable."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        return [Peaks(**d) for d in data.get("peaks", [])]
+    except (OSError, ValueError, TypeError):
+        return []
+
+
+def save_peaks(path: Path, peaks: Iterable[Peaks]) -> None:
+    """Write peaks to ``path``, replacing any earlier entry for the same machine, device and threads."""
+    merged: dict[tuple, Peaks] = {}
+    for p in [*load_peaks(path), *peaks]:
+        merged[(p.hostname, p.cpu_model, p.gpu_name, p.device, p.threads)] = p
+    doc = {"about": "measured peaks of archbench.bench.report.roofline.measure_peaks: fp32 matmul FLOP/s and copy bytes/s",
+           "peaks": [asdict(p) for p in merged.values()]}
+    Path(path).write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
+
+
+def peaks_for(record: dict[str, Any], peaks: Sequence[Peaks]) -> Peaks | None:
+    """The peaks measured on the record's machine and device, preferring the record's thread count."""
+    device = record.get("device")
+    same = [p for p in peaks if p.device == device and p.hostname == record.get("hostname")
+            and p.cpu_model == record.get("cpu_model")
+            and (device != "cuda" or p.gpu_name == record.get("gpu_name"))]
+    exact = [p for p in same if p.threads == record.get("threads")]
+    return (exact or same or [None])[-1]
+
+
+def is_this_machine(record: dict[str, Any]) -> bool:
+    from archbench.bench.env import environment
+
+    env = environment()
+    return record.get("hostname") == env["hostname"] and record.get("cpu_model") == env["cpu_model"]
+
+
+# ----------------------------------------------------------------------------------------------------- placement
+
+
+def input_bytes(record: dict[str, Any]) -> int | None:
+    """Bytes of the input tensor, from Record.input_shape ('8x3x64x64') and input_dtype."""
+    shape, dtype = record.get("input_shape") or "", record.get("input_dtype") or "float32"
+    try:
+        numel = math.prod(int(d) for d in str(shape).split("x"))
+    except ValueError:
+        return None
+    return numel * _ITEMSIZE.get(str(dtype), 4)
+
+
+@functools.lru_cache(maxsize=256)
+def _zoo_output_bytes_per_sample(model: str, knobs: str) -> int | None:
+    """Output bytes of one fp32 forward at batch 1 of a zoo model, from a meta-device forward (no memory, no
+    compute: only shapes). None for names outside the zoo or a forward meta tensors cannot run."""
+    try:
+        import torch
+
+        from archbench.models import create_model, get_entry
+
+        get_entry(model)
+        kw = json.loads(knobs) if knobs else {}
+        with torch.device("meta"):
+            m = create_model(model, **kw).eval()
+            spec = m.input_spec.with_batch(1)
+            x = torch.empty(spec.shape, dtype=spec.dtype)
+            with torch.inference_mode():
+                y = m(x)
+    except Exception:  # not a zoo model, or an op without a meta kernel: the estimate goes without outputs
+        return None
+    outs = [y] if isinstance(y, torch.Tensor) else [t for t in _flat(y) if isinstance(t, torch.Tensor)]
+    return sum(t.numel() * 4 for t in outs)
+
+
+def _flat(x: Any) -> list[Any]:
+    if isinstance(x, (list, tuple)):
+        return [t for item in x for t in _flat(item)]
+    if isinstance(x, dict):
+        return [t for item in x.values() for t in _flat(item)]
+    return [x]
+
+
+def output_bytes(record: dict[str, Any], zoo: bool = True) -> int | None:
+    """Bytes of the outputs of one forward: the record's ``output_bytes`` when it has one, else (zoo models) a
+    meta-device forward's output shapes x batch, at 2 bytes per element for fp16/bf16 and 4 otherwise."""
+    if record.get("output_bytes") is not None:
+        return int(record["output_bytes"])
+    if not zoo:
+        return None
+    per = _zoo_output_bytes_per_sample(str(record.get("model")), str(record.get("knobs") or ""))
+    if per is None:
+        return None
+    return per // 4 * _OUT_ITEMSIZE.get(str(record.get("precision")), 4) * int(record.get("batch") or 1)
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where one measured cell sits on its device's roofline."""
+
+    model: str
+    runtime: str
+    precision: str
+    batch: int
+    device: str
+    machine: str  # archbench.bench.env.fingerprint of the record
+    flops: int  # per forward at this batch
+    weight_bytes: int
+    input_bytes: int
+    output_bytes: int | None  # None: unknown, left out of the estimate
+    achieved_flops_per_s: float  # flops / p50
+    roof_flops_per_s: float | None  # attainable at this intensity; None without peaks
+    bound: str  # memory | compute | ? (no peaks)
+
+    @property
+    def bytes(self) -> int:
+        return self.weight_bytes + self.input_bytes + (self.output_bytes or 0)
+
+    @property
+    def intensity(self) -> float:
+        return self.flops / self.bytes if self.bytes else math.inf
+
+    @property
+    def of_roof(self) -> float | None:
+        return self.achieved_flops_per_s / self.roof_flops_per_s if self.roof_flops_per_s else None
+
+
+def place(records: Iterable[dict[str, Any]], peaks: Sequence[Peaks] = (), zoo_outputs: bool = True
+          ) -> list[Placement]:
+    """Roofline placements of the ok inference records that have FLOPs, a p50 and a size (a training step's
+    FLOPs are not the forward's, so mode train is left out)."""
+    from archbench.bench.env import fingerprint
+
+    out = []
+    for r in records:
+        if r.get("status") != "ok" or not r.get("flops") or not r.get("latency_p50_ms") or r.get("size_mib") is None:
+            continue
+        if (r.get("mode") or "infer") != "infer":
+            continue
+        p = peaks_for(r, peaks)
+        pl = Placement(
+            model=str(r["model"]), runtime=str(r.get("runtime")), precision=str(r.get("precision")),
+            batch=int(r.get("batch") or 1), device=str(r.get("device")), machine=fingerprint(r),
+            flops=int(r["flops"]), weight_bytes=int(float(r["size_mib"]) * 2**20), input_bytes=input_bytes(r) or 0,
+            output_bytes=output_bytes(r, zoo_outputs),
+            achieved_flops_per_s=r["flops"] / (r["latency_p50_ms"] * 1e-3),  # FLOPs per forward / p50 seconds
+            roof_flops_per_s=None, bound="?",
+        )
+        if p is not None:
+            ai = pl.intensity
+            pl = replace(pl, roof_flops_per_s=p.roof(ai), bound="memory" if ai < p.ridge else "compute")
+        out.append(pl)
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------- layers
+
+
+@dataclass(frozen=True)
+class LayerBound:
+    module: str
+    type: str
+    macs: int  # the module's own MACs (children's excluded), batch 1
+    weight_bytes: int  # its own parameters and buffers
+    activation_bytes: int  # its input + output tensors
+    intensity: float  # 2 x macs / (weight_bytes + activation_bytes), FLOP/byte
+    bound: str  # memory | compute
+
+    @property
+    def bytes(self) -> int:
+        return self.weight_bytes + self.activation_bytes
+
+
+def module_bytes(model: Any, inputs: tuple[Any, ...]) -> dict[str, tuple[int, int]]:
+    """Per named module: (own parameter + buffer bytes, input + output tensor bytes of its (last) call).
+
+    Forward hooks on every module for one forward; the handles are removed in ``finally``."""
+    import torch
+
+    acts: dict[str, int] = {}
+    handles = []
+
+    def nbytes(x: Any) -> int:
+        return sum(t.numel() * t.element_size() for t in _flat(x) if isinstance(t, torch.Tensor))
+
+    def hook(name: str) -> Callable[..., None]:
+        def fn(mod: Any, args: Any, out: Any) -> None:
+            acts[name] = nbytes(args) + nbytes(out)
+
+        return fn
+
+    try:
+        for name, mod in model.named_modules():
+            handles.append(mod.register_forward_hook(hook(name)))
+        with torch.inference_mode():
+            model(*inputs)
+    finally:
+        for h in handles:
+            h.remove()
+    out = {}
+    for name, mod in model.named_modules():
+        own = [*mod.parameters(recurse=False), *mod.buffers(recurse=False)]
+        out[name] = (sum(t.numel() * t.element_size() for t in own), acts.get(name, 0))
+    return out
+
+
+def classify_layers(profile: Any, bytes_by_module: dict[str, tuple[int, int]], ridge: float) -> list[LayerBound]:
+    """Modules of ``profile`` (a archbench.bench.measure.profile.Profile) that do MACs of their own, classified against ``ridge``
+    (FLOP/byte): memory-bound when 2 x own MACs / (own weights + input + output bytes) < ridge. Largest first."""
+    rows = {r.module: r for r in profile.by_module}
+    child_macs: dict[str, int] = {}
+    for name, r in rows.items():
+        if name:
+            parent = name.rpartition(".")[0]
+            child_macs[parent] = child_macs.get(parent, 0) + r.macs
+    out = []
+    for name, r in rows.items():
+        own = r.macs - child_macs.get(name, 0)
+        if own <= 0:
+            continue
+        w, a = bytes_by_module.get(name, (0, 0))
+        ai = 2 * own / (w + a) if w + a else math.inf
+        out.append(LayerBound(name or "(model)", r.type, own, w, a, ai, "memory" if ai < ridge else "compute"))
+    return sorted(out, key=lambda lb: -lb.macs)
+
+
+def zoo_layer_bounds(model: str, knobs: str, ridge: float) -> list[LayerBound] | None:
+    """classify_layers for a zoo model at batch 1, fp32; None when ``model`` is not in the zoo."""
+    import torch
+
+    from archbench.bench.measure.profile import profile_module
+    from archbench.models import create_model, get_entry
+
+    try:
+        get_entry(model)
+    except ValueError:
+        return None
+    m = create_model(model, **(json.loads(knobs) if knobs else {})).eval()
+    x = m.input_spec.make(batch=1, generator=torch.Generator().manual_seed(0))
+    prof = profile_module(m, (x,), name=model, time_ops=False)
+    return classify_layers(prof, module_bytes(m, (x,)), ridge)
