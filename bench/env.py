@@ -7,8 +7,13 @@ import importlib.metadata
 import os
 import platform
 import subprocess
+import sys
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from archbench.bench.record import Record
 
 
 def _version(dist: str) -> str:
@@ -44,20 +49,22 @@ def git_commit() -> str:
 
 
 def gpu_info() -> tuple[str, str]:
-    """(GPU name, driver version) of CUDA device 0, or ('', '') without one."""
-    import torch
+    """(GPU name, driver version) of GPU 0, or ('', '') without one.
 
-    if not torch.cuda.is_available():
-        return "", ""
-    name = torch.cuda.get_device_name(0)
-    driver = ""
+    Asks ``nvidia-smi``, so torch-free workers (ONNX Runtime, OpenVINO) never import torch for provenance; torch is
+    asked only when it is already imported and nvidia-smi is missing."""
     try:
-        out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+        out = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version", "--format=csv,noheader"],
                              capture_output=True, text=True, timeout=10).stdout.strip()
-        driver = out.splitlines()[0] if out else ""
+        if out:
+            name, _, driver = out.splitlines()[0].partition(",")
+            return name.strip(), driver.strip()
     except (OSError, subprocess.SubprocessError):
         pass
-    return name, driver
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        return torch.cuda.get_device_name(0), ""
+    return "", ""
 
 
 @functools.lru_cache(maxsize=1)
@@ -81,7 +88,20 @@ def environment() -> dict[str, Any]:
     }
 
 
-def fingerprint(rec: dict[str, Any]) -> str:
-    """What must match for two records' timings to be comparable: machine and the versions that run the model."""
-    keys = ("cpu_model", "cpu_count", "gpu_name", "torch_version", "onnxruntime_version", "threads")
-    return "|".join(str(rec.get(k, "")) for k in keys)
+# What must match for two records' timings to be comparable: the machine (CPU model and count, GPU), the threads it
+# ran with and the versions of the installed runtimes. One per machine, not per runtime: every cell of one run on
+# one machine shares it, whichever runtime measured it. (A cell's own ``runtime_version`` is compared on top of it
+# by archbench.bench.analyze.compare, which pairs cells of the same runtime.)
+FINGERPRINT_FIELDS = ("cpu_model", "cpu_count", "gpu_name", "torch_version", "onnxruntime_version", "threads")
+
+
+def fingerprint(rec: Record) -> str:
+    """The one machine fingerprint of a record: its FINGERPRINT_FIELDS joined by '|'. Used by merge (what a machine
+    is), compare (environment differences), the sibling lookup, findings, plots and the pytest plugin."""
+    return fingerprint_of({k: getattr(rec, k) for k in FINGERPRINT_FIELDS})
+
+
+def fingerprint_of(values: Mapping[str, Any]) -> str:
+    """The fingerprint of FINGERPRINT_FIELDS given as a mapping: a record's, or this process's ``environment()``
+    plus the threads it gives a runtime (the pytest plugin's machine_info)."""
+    return "|".join(str(values.get(k, "")) for k in FINGERPRINT_FIELDS)

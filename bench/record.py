@@ -2,7 +2,13 @@
 
 Field order is the CSV column order. ``samples_ms`` (the raw per-iteration latencies) is kept in the JSONL only:
 budgets judge percentiles from it and ``compare`` tests significance on it.
-Bump SCHEMA_VERSION whenever a field changes meaning or is removed; reports refuse to mix versions.
+
+Records are written as JSON lines (``append_jsonl``) and read back as ``Record`` objects (``read_records``), never
+as dicts. Bump SCHEMA_VERSION whenever a field changes meaning or is removed, and add a step to ``MIGRATIONS`` that
+brings a record of the old version up to date on read (or says, in its ``warning``, what cannot be brought up).
+A record of a *newer* version than this code knows is refused (``SchemaError``): its fields may mean other things.
+
+This module imports neither torch nor any runtime: torch-free measuring workers (ONNX Runtime, OpenVINO) use it.
 """
 
 from __future__ import annotations
@@ -15,14 +21,18 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+
+
+class SchemaError(ValueError):
+    """A record this code cannot read faithfully (a newer schema_version)."""
 
 
 @dataclass
 class Record:
     # --- identity of the cell
     model: str  # zoo name, pkg.module:factory or file.onnx, as given
-    runtime: str  # torch | torch-compile | onnxruntime
+    runtime: str  # a name in archbench.bench.measure.runtimes.RUNTIMES (torch, torch-compile, onnxruntime, openvino)
     precision: str  # fp32 | fp16 | bf16 | int8-dynamic | int8-static (archbench.bench.measure.quantize)
     batch: int
     device: str  # cpu | cuda
@@ -59,6 +69,8 @@ class Record:
     first_inference_ms: float | None = None  # the very first call at this batch (includes compile for torch.compile)
     # --- memory
     peak_rss_mib: float | None = None  # worker's peak resident memory during a separate inference pass
+    rss_imports_mib: float | None = None  # the worker's resident memory right after importing the runtime
+    rss_model_mib: float | None = None  # peak_rss_mib - rss_imports_mib: what the model and inference added
     cuda_max_allocated_mib: float | None = None
     cuda_max_reserved_mib: float | None = None
     # --- fidelity vs the torch fp32 model on the same inputs (archbench.bench.measure.fidelity: definitions there)
@@ -88,6 +100,10 @@ class Record:
     time_to_train_s: float | None = None  # train_samples / throughput_sps (steady state, no data loading)
     max_batch: int | None = None  # --find-max-batch: largest batch that fit (0: none)
     mem_cap_mib: float | None = None  # memory cap the cell ran under (CPU: RSS; CUDA: allocator)
+    # --- the runtime, as it reported itself (archbench.bench.measure.runtimes)
+    runtime_version: str = ""  # version of the package that ran the model (torch, onnxruntime, openvino)
+    runtime_threads: int | None = None  # intra-op threads the runtime says it used
+    runtime_config: str = ""  # the settings it ran with, e.g. "PERFORMANCE_HINT=LATENCY NUM_STREAMS=1"
     # --- provenance
     schema_version: int = SCHEMA_VERSION
     run_id: str = ""
@@ -138,21 +154,62 @@ class Record:
         self.warning = "; ".join(warnings)
 
     def key(self) -> tuple:
-        return cell_key(asdict(self))
+        """What identifies this cell across runs (archbench.bench.cell.Cell.key is the same tuple)."""
+        return (self.model, self.knobs or "", self.runtime, self.precision, self.batch, self.device, self.threads,
+                self.mode or "infer")
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Record:
+        """A record from its JSON form, migrated from an older ``schema_version``; unknown keys are dropped.
+
+        Raises SchemaError for a newer schema than this code knows, ValueError when identity fields are missing."""
+        version = d.get("schema_version", 1)
+        if not isinstance(version, int) or version < 1:
+            raise SchemaError(f"schema_version {version!r} is not a positive integer")
+        if version > SCHEMA_VERSION:
+            raise SchemaError(f"schema_version {version} is newer than this archbench reads ({SCHEMA_VERSION}); "
+                              "upgrade archbench")
+        d = dict(d)
+        while version < SCHEMA_VERSION:
+            d = MIGRATIONS[version](d)
+            version += 1
+        d["schema_version"] = SCHEMA_VERSION
+        missing = [k for k in _IDENTITY if k not in d]
+        if missing:
+            raise ValueError(f"record without {', '.join(missing)}")
+        return cls(**{k: v for k, v in d.items() if k in _FIELDS})
 
 
-def cell_key(d: dict[str, Any]) -> tuple:
+def _v1_to_v2(d: dict[str, Any]) -> dict[str, Any]:
+    """Schema 1 -> 2: the runtime fields and the memory split are new (left empty). Schema 1's ONNX Runtime workers
+    imported torch and held the torch model, so their ``peak_rss_mib`` includes torch: say so on the record."""
+    if d.get("runtime") == "onnxruntime" and d.get("peak_rss_mib") is not None:
+        why = "schema 1 record: peak_rss_mib includes torch (the ONNX Runtime worker imported it then)"
+        d["warning"] = "; ".join(w for w in (d.get("warning") or "", why) if w)
+    return d
+
+
+# MIGRATIONS[v] turns a record dict of schema v into one of schema v + 1.
+MIGRATIONS = {1: _v1_to_v2}
+_FIELDS = {f.name for f in fields(Record)}
+_IDENTITY = ("model", "runtime", "precision", "batch", "device", "threads")
+
+CellKey = tuple
+
+
+def cell_key(r: Record) -> CellKey:
     """What identifies a cell across runs (used by --resume and compare)."""
-    return (d.get("model"), d.get("knobs") or "", d.get("runtime"), d.get("precision"), d.get("batch"),
-            d.get("device"), d.get("threads"), d.get("mode") or "infer")
+    return r.key()
 
 
 CSV_FIELDS = [f.name for f in fields(Record) if f.name != "samples_ms"]
-
-
-def from_dict(d: dict[str, Any]) -> Record:
-    known = {f.name for f in fields(Record)}
-    return Record(**{k: v for k, v in d.items() if k in known})
 
 
 def append_jsonl(path: Path, rec: Record) -> None:
@@ -164,29 +221,46 @@ def append_jsonl(path: Path, rec: Record) -> None:
 
 
 def read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
-    """Records of a JSONL file; a truncated last line (killed mid-write) is skipped."""
+    """The raw JSON objects of a JSONL file; a truncated last line (killed mid-write) is skipped."""
     with open(path, encoding="utf-8") as fh:
         for line in fh:
             line = line.strip()
             if not line:
                 continue
             try:
-                yield json.loads(line)
+                obj = json.loads(line)
             except json.JSONDecodeError:
                 continue
+            if isinstance(obj, dict):
+                yield obj
 
 
-def latest_per_cell(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+def read_records(path: Path) -> list[Record]:
+    """Every record of a records.jsonl as ``Record`` objects (older schemas migrated; see ``Record.from_dict``).
+
+    Raises SchemaError when a record is of a newer schema than this code knows."""
+    out = []
+    for d in read_jsonl(path):
+        try:
+            out.append(Record.from_dict(d))
+        except SchemaError as e:
+            raise SchemaError(f"{path}: {e}") from None
+        except (TypeError, ValueError):
+            continue
+    return out
+
+
+def latest_per_cell(records: Iterable[Record]) -> list[Record]:
     """The last record of each cell, in first-seen order (a resumed run's retry replaces its failure)."""
-    out: dict[tuple, dict[str, Any]] = {}
+    out: dict[CellKey, Record] = {}
     for r in records:
-        out[cell_key(r)] = r
+        out[r.key()] = r
     return list(out.values())
 
 
-def write_csv(path: Path, records: Iterable[dict[str, Any]]) -> None:
+def write_csv(path: Path, records: Iterable[Record]) -> None:
     with open(path, "w", newline="", encoding="utf-8") as fh:
         w = csv.DictWriter(fh, fieldnames=CSV_FIELDS, extrasaction="ignore")
         w.writeheader()
         for r in records:
-            w.writerow(r)
+            w.writerow(asdict(r))

@@ -1,14 +1,11 @@
-"""Make the repository root importable (``models``, ``bench``, ``kernels``) however pytest is launched, and wire the
-regression benchmarks (tests/benchmarks/, see its conftest) to their committed baseline in results/benchmarks/."""
+"""Wire the regression benchmarks (tests/benchmarks/, see its conftest) to their committed baseline in
+results/benchmarks/. Everything else imports the installed package as ``archbench.…``."""
 
-import sys
 from pathlib import Path
 
 import pytest
 
 ROOT = str(Path(__file__).resolve().parent.parent)
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
 
 # pytest-benchmark's default storage is ./.benchmarks, relative to wherever pytest runs. This repository's baseline
 # is committed in results/benchmarks/ (results/benchmarks/README.md), so that is the storage unless

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from tests_helpers import make_record
 
 from archbench.bench.analyze import orderstats
 from archbench.bench.analyze.budgets import (
@@ -28,6 +29,7 @@ from archbench.bench.analyze.budgets import (
     parse_expression,
 )
 from archbench.bench.errors import UsageError
+from archbench.bench.record import Record
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -208,10 +210,9 @@ def test_bounds_cover_the_true_quantile() -> None:
     assert (x[:, kl - 1] <= true_q).mean() >= 0.94
 
 
-def _rec(samples: list[float] | np.ndarray, **kw) -> dict:
-    r = {"model": "m", "runtime": "onnxruntime", "precision": "fp32", "batch": 1, "device": "cpu", "threads": 2,
-         "status": "ok", "knobs": "{}", "samples_ms": [float(s) for s in samples]}
-    return {**r, **kw}
+def _rec(samples: list[float] | np.ndarray, **kw) -> Record:
+    r = {"runtime": "onnxruntime", "threads": 2, "knobs": "{}", "samples_ms": [float(s) for s in samples]}
+    return make_record(**(r | kw))
 
 
 LINEAR = np.linspace(1.0, 2.0, 200)  # p95 ~ 1.95
@@ -305,8 +306,8 @@ def test_failed_and_skipped_records_and_exit_codes() -> None:
 # ------------------------------------------------------------------------------------------------------ CLI
 
 
-def _write_records(path: Path, recs: list[dict]) -> Path:
-    path.write_text("".join(json.dumps(r) + "\n" for r in recs))
+def _write_records(path: Path, recs: list[Record]) -> Path:
+    path.write_text("".join(json.dumps(r.to_dict()) + "\n" for r in recs))
     return path
 
 
@@ -392,4 +393,4 @@ def test_max_batch_trials_are_not_judged() -> None:
     trial = _rec([1.0], status="failed", error="out of memory: RSS ...", mode="maxbatch-trial")
     kept = _rec([1.0] * 50, mode="train")
     verdicts = judge([trial, kept], parse_expression("p50_ms<=2"))
-    assert [v.record["mode"] for v in verdicts] == ["train"] and verdicts[0].verdict == PASS
+    assert [v.record.mode for v in verdicts] == ["train"] and verdicts[0].verdict == PASS

@@ -4,24 +4,19 @@ significance), environment and schema mismatches, the CLI. Inputs: the SYNTHETIC
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
+from tests_helpers import make_record
 
-from archbench.bench.analyze.compare import (
-    Threshold,
-    bootstrap_ratio_cis,
-    compare,
-    compare_pair,
-    mann_whitney_u,
-    pair_cells,
-    parse_fail_on,
-    verdict,
-)
+from archbench.bench.analyze.compare import Threshold, compare, compare_pair, pair_cells, parse_fail_on
 from archbench.bench.analyze.merge import load_records
+from archbench.bench.analyze.significance import bootstrap_ratio_cis, mann_whitney_u
 from archbench.bench.cli.main import main
 from archbench.bench.errors import UsageError
+from archbench.bench.report.compare import verdict
 
 FIX = Path(__file__).parent / "fixtures"
 BASE, NEW = FIX / "synthetic_base.jsonl", FIX / "synthetic_new.jsonl"
@@ -95,6 +90,9 @@ def test_bootstrap_ci_covers_the_shift_and_excludes_one() -> None:
     ("latency_p50_ms:2.5%", [Threshold("p50_ms", 0.025)]),  # Record field name; no sign: the worse direction
     ("sps:5%", [Threshold("throughput_sps", -0.05)]),
     (" memory : +20% ,", [Threshold("peak_rss_mib", 0.20)]),
+    # any gateable metric of the registry (archbench.bench.analyze.metrics), by name or alias
+    ("size_mib:+5%,top1_agree:1%", [Threshold("size_mib", 0.05), Threshold("top1_agree", -0.01)]),
+    ("cuda_max_allocated_mib:+5%", [Threshold("cuda_mem_mib", 0.05)]),
     ("", []),
 ])
 def test_parse_fail_on(text: str, expected: list[Threshold]) -> None:
@@ -105,6 +103,8 @@ def test_parse_fail_on(text: str, expected: list[Threshold]) -> None:
     ("p95_ms>10%", "bad --fail-on item 'p95_ms>10%'"),
     ("p95_ms:+10", "expected METRIC:\\+N%"),
     ("p42_ms:+10%", "unknown --fail-on metric 'p42_ms'; known: p50_ms, p90_ms"),
+    ("min_ms:+10%", "unknown --fail-on metric 'min_ms'"),  # timed, but no test of significance for a minimum
+    ("task_metric_drop:+1%", "unknown --fail-on metric 'task_metric_drop'"),  # needs the fp32 sibling
 ])
 def test_parse_fail_on_errors(text: str, message: str) -> None:
     with pytest.raises(UsageError, match=message):
@@ -146,9 +146,8 @@ def test_significant_but_small_change_passes_the_gate(result) -> None:
 def test_change_beyond_threshold_but_not_significant_is_not_gated() -> None:
     # the same 19 fast calls, one slow outlier that grew: p95 1.05 -> 1.2 ms (+14%), which Mann-Whitney rightly
     # calls noise (19 of 20 calls unchanged)
-    base = {"model": "m", "runtime": "torch", "precision": "fp32", "batch": 1, "device": "cpu", "threads": 1,
-            "status": "ok", "samples_ms": [1.0] * 19 + [2.0], "latency_p95_ms": 1.05}
-    new = base | {"samples_ms": [1.0] * 19 + [5.0], "latency_p95_ms": 1.2}
+    base = make_record(samples_ms=[1.0] * 19 + [2.0], latency_p95_ms=1.05)
+    new = replace(base, samples_ms=[1.0] * 19 + [5.0], latency_p95_ms=1.2)
     c = compare_pair(base, new, parse_fail_on("p95_ms:+10%"), n_boot=300)
     assert c.changes["p95_ms"].change == pytest.approx(1.2 / 1.05 - 1)
     assert c.changes["p95_ms"].significant is False and c.mwu.p_value > 0.5
@@ -156,18 +155,18 @@ def test_change_beyond_threshold_but_not_significant_is_not_gated() -> None:
 
 
 def test_unstable_cells_are_marked() -> None:
-    base = {"model": "m", "runtime": "torch", "precision": "fp32", "batch": 1, "device": "cpu", "status": "ok",
-            "samples_ms": [1.0, 1.1, 0.9, 1.0], "latency_cv": 0.05}
+    base = make_record(samples_ms=[1.0, 1.1, 0.9, 1.0], latency_cv=0.05)
     assert "[unstable" not in verdict(compare_pair(base, base, n_boot=100))
-    assert "[unstable: CV > 10%]" in verdict(compare_pair(base, base | {"latency_cv": 0.4}, n_boot=100))
+    assert "[unstable: CV > 10%]" in verdict(compare_pair(base, replace(base, latency_cv=0.4), n_boot=100))
 
 
 def test_cells_timed_on_a_busy_machine_are_marked() -> None:
-    base = {"model": "m", "runtime": "torch", "precision": "fp32", "batch": 1, "device": "cpu", "status": "ok",
-            "samples_ms": [1.0, 1.1, 0.9, 1.0], "other_cpu_pct": 2.0}
+    base = make_record(samples_ms=[1.0, 1.1, 0.9, 1.0], other_cpu_pct=2.0)
     assert "[busy" not in verdict(compare_pair(base, base, n_boot=100))
-    assert "[busy machine: 48% other CPU]" in verdict(compare_pair(base, base | {"other_cpu_pct": 48.0}, n_boot=100))
-    assert "[busy machine: 30% other CPU]" in verdict(compare_pair(base | {"other_cpu_pct": 30.0}, base, n_boot=100))
+    assert "[busy machine: 48% other CPU]" in verdict(compare_pair(base, replace(base, other_cpu_pct=48.0),
+                                                                   n_boot=100))
+    assert "[busy machine: 30% other CPU]" in verdict(compare_pair(replace(base, other_cpu_pct=30.0), base,
+                                                                   n_boot=100))
 
 
 def test_single_valued_metric_is_gated_on_threshold_alone(result) -> None:
@@ -200,10 +199,24 @@ def test_different_environment_is_marked_and_not_gated_unless_forced() -> None:
     assert _cell(forced, "syn_convnet_wide").failed and forced.exit_code == 1
 
 
+def test_a_new_runtime_version_is_an_environment_difference() -> None:
+    base = make_record(runtime="onnxruntime", runtime_version="1.20.0", samples_ms=[1.0, 1.1, 0.9, 1.0])
+    c = compare_pair(base, replace(base, runtime_version="1.22.0"), parse_fail_on("p50_ms:+5%"), n_boot=100)
+    assert not c.env_match and c.env_diff == "runtime_version 1.20.0 -> 1.22.0" and not c.gated
+    # a record that did not say (schema 1) is no evidence of a change
+    assert compare_pair(base, replace(base, runtime_version=""), n_boot=100).env_match
+
+
+def test_single_valued_registry_metric_is_gated() -> None:
+    base = make_record(samples_ms=[1.0, 1.1, 0.9, 1.0], size_mib=10.0)
+    c = compare_pair(base, replace(base, size_mib=12.0), parse_fail_on("size_mib:+10%"), n_boot=100)
+    assert c.changes["size_mib"].change == pytest.approx(0.2) and c.changes["size_mib"].significant is None
+    assert c.failures == ["size_mib +20.0% beyond +10% (single value, untested)"] and c.failed
+
+
 def test_pairing_prefers_the_same_machine_when_a_side_has_several() -> None:
-    rec = {"model": "m", "runtime": "torch", "precision": "fp32", "batch": 1, "device": "cpu"}
-    a1, a2 = rec | {"hostname": "a", "threads": 2}, rec | {"hostname": "b", "threads": 8}
-    b1, b2 = rec | {"hostname": "b", "threads": 8}, rec | {"hostname": "a", "threads": 2}
+    a1, a2 = make_record(hostname="a", threads=2), make_record(hostname="b", threads=8)
+    b1, b2 = make_record(hostname="b", threads=8), make_record(hostname="a", threads=2)
     assert pair_cells([a1, a2], [b1, b2]) == [(a1, b2), (a2, b1)]
 
 

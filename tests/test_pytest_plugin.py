@@ -14,6 +14,7 @@ import random
 import textwrap
 
 import pytest
+from tests_helpers import make_record
 
 import archbench.bench.analyze.orderstats  # noqa: F401
 import archbench.bench.analyze.stats  # noqa: F401
@@ -39,10 +40,8 @@ QUIET = ("-p", "no:cacheprovider", "-W", "ignore::pytest.PytestAssertRewriteWarn
 
 def _record(n: int = 200, lo: float = 1.0, hi: float = 2.0, **kw):
     rng = random.Random(0)
-    rec = {"model": "m", "runtime": "torch", "precision": "fp32", "batch": 1, "device": "cpu", "status": "ok",
-           "size_mib": 10.0, "params": 123_456, "samples_ms": [rng.uniform(lo, hi) for _ in range(n)]}
-    rec.update(kw)
-    return rec
+    fields = {"size_mib": 10.0, "params": 123_456, "samples_ms": [rng.uniform(lo, hi) for _ in range(n)]}
+    return make_record(**(fields | kw))
 
 
 # ------------------------------------------------------------------------------------------- assert_budget

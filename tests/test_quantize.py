@@ -10,9 +10,10 @@ import pytest
 import torch
 from torch import nn
 
+from archbench.bench.cell import Cell, Job, Options
 from archbench.bench.measure.fidelity import argmax_matches, compare, cosine_similarity, is_logits
-from archbench.bench.measure.quantize import QuantConfig, default_reduce_range
-from archbench.bench.measure.runtimes import OnnxRuntime, TorchEager, UnsupportedCell
+from archbench.bench.measure.quantize import default_reduce_range
+from archbench.bench.measure.runtimes import UnsupportedCell
 from archbench.bench.measure.sources import resolve
 
 # ------------------------------------------------------------------------------------------------- fidelity
@@ -83,35 +84,53 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _source():
-    torch.manual_seed(0)  # the export is cached in workdir: every source must have the same weights
+    torch.manual_seed(0)  # as every worker builds it
     return resolve("mlp_s")
 
 
-def _fidelity(src, rt):
+def prepared(runtime: str, precision: str, workdir: Path, model: str = "mlp_s", **options):
+    """(runtime, model handle) as a measuring worker prepares them (archbench.bench.measure.worker.prepare), in this
+    process; for a torch-free runtime the artifacts worker's steps (export, references, variant) run here first."""
+    from archbench.bench.measure.artifacts import build
+    from archbench.bench.measure.runtimes import get_runtime
+    from archbench.bench.measure.variants import build_variants
+    from archbench.bench.measure.worker import prepare
+
+    torch.set_num_threads(1)
+    cells = tuple(Cell(model, runtime=runtime, precision=precision, batch=b, threads=1,
+                       options=Options(input_sets=4, fidelity_samples=SETS * 4, **options)) for b in (4,))
+    job = Job(cells=cells, workdir=str(workdir))
+    cls = get_runtime(runtime)
+    if not cls.needs_torch:
+        build(Job(cells=cells, workdir=str(workdir), kind="artifacts", artifact=cls.artifact), lambda *a, **k: None)
+        build_variants(job, workdir)
+    rt, handle, _ = prepare(job)
+    return rt, handle
+
+
+def _fidelity(src, rt, handle):
+    """The variant's outputs against the fp32 PyTorch module's on SETS input sets of batch 4 (the worker's inputs)."""
     refs, gots = [], []
     for s in range(SETS):
-        x = src.example_inputs(batch=4, seed=s)
+        x = handle.inputs(4, s)
         with torch.inference_mode():
-            refs.append([src.module(*x).float().numpy()])
+            refs.append([src.module(*(torch.from_numpy(a) for a in x)).float().numpy()])
         gots.append(rt.outputs(rt.run(rt.convert(x))))
     return compare(refs, gots)
 
 
 @pytest.fixture(scope="module")
-def ort_cells(workdir: Path) -> dict[str, tuple[OnnxRuntime, object]]:
+def ort_cells(workdir: Path) -> dict[str, tuple[object, object]]:
     """mlp_s through the dynamo exporter, then each precision's ONNX Runtime session (export shared)."""
-    torch.set_num_threads(1)
     cells = {}
     for precision in ("fp32", "fp16", "int8-dynamic", "int8-static"):
-        src = _source()
-        rt = OnnxRuntime()
-        rt.prepare(src, precision, "cpu", 1, workdir, quant=QuantConfig(calib_batches=4, calib_batch_size=8))
-        cells[precision] = (rt, _fidelity(src, rt))
+        rt, handle = prepared("onnxruntime", precision, workdir, calib_batches=4, calib_batch_size=8)
+        cells[precision] = (rt, _fidelity(_source(), rt, handle))
     return cells
 
 
 def test_int8_onnx_files_are_smaller_and_counted_from_disk(ort_cells, workdir: Path) -> None:
-    from archbench.bench.measure.onnx_profile import onnx_files
+    from archbench.bench.measure.files import onnx_files
 
     fp32_files = onnx_files(workdir / "model.onnx")
     assert any(p.suffix == ".data" for p in fp32_files), "the dynamo exporter writes weights to a .data file"
@@ -153,12 +172,11 @@ def test_static_calibration_from_a_user_hook(workdir: Path) -> None:
 
     calls = me._calls
     calls.clear()
-    src = _source()
-    rt = OnnxRuntime()
-    rt.prepare(src, "int8-static", "cpu", 1, workdir, quant=QuantConfig(calibration="test_quantize:calib_hook"))
+    hooked = workdir.parent / "hooked"
+    rt, handle = prepared("onnxruntime", "int8-static", hooked, calibration="test_quantize:calib_hook")
     assert calls and calls[0].input_names and calls[0].precision == "int8-static"
     assert "calibration from test_quantize:calib_hook" in rt.quant_method
-    assert _fidelity(src, rt).cosine > 0.95
+    assert _fidelity(_source(), rt, handle).cosine > 0.95
 
 
 _calls: list = []
@@ -167,42 +185,37 @@ _calls: list = []
 def calib_hook(ctx):
     """A user's calibration hook (archbench.bench.measure.hooks): yields {input name: array} batches."""
     _calls.append(ctx)
-    g = torch.Generator().manual_seed(99)
-    for _ in range(3):
-        yield {ctx.input_names[0]: ctx.input_spec.make(generator=g).numpy()}
+    for i in range(3):
+        yield {ctx.input_names[0]: ctx.input_spec.make(seed=99 + i)}
 
 
 def test_torch_dynamic_int8(workdir: Path) -> None:
-    torch.set_num_threads(1)
-    src = _source()
-    fp32 = TorchEager()
-    fp32.prepare(resolve("mlp_s"), "fp32", "cpu", 1, workdir)
-    rt = TorchEager()
-    rt.prepare(src, "int8-dynamic", "cpu", 1, workdir)
+    fp32, _ = prepared("torch", "fp32", workdir)
+    rt, handle = prepared("torch", "int8-dynamic", workdir)
     assert rt.size_bytes < 0.5 * fp32.size_bytes
     assert "quantize_dynamic qint8 on 3 Linear" in rt.quant_method
-    f = _fidelity(src, rt)
+    f = _fidelity(_source(), rt, handle)
     assert f.top1_agree >= 0.9 and f.cosine >= 0.98 and f.sqnr_db >= 15.0, f
 
 
 @pytest.mark.parametrize(
     "runtime, precision, model, message",
     [
-        (TorchEager, "int8-static", "mlp_s", "use --runtime onnxruntime"),
-        (OnnxRuntime, "bf16", "mlp_s", "onnxruntime here runs fp32, fp16, int8-dynamic, int8-static; not bf16"),
-        (TorchEager, "int8-dynamic", "convs", "no nn.Linear / LSTM / GRU"),
-        (TorchEager, "int4", "mlp_s", "not int4"),
+        ("torch", "int8-static", "mlp_s", "use --runtime onnxruntime"),
+        ("onnxruntime", "bf16", "mlp_s", "onnxruntime here runs fp32, fp16, int8-dynamic, int8-static; not bf16"),
+        ("torch", "int8-dynamic", "test_quantize:convs", "no nn.Linear / LSTM / GRU"),
+        ("torch", "int4", "mlp_s", "not int4"),
     ],
 )
-def test_unsupported_combinations_are_skipped(workdir: Path, runtime, precision: str, model: str,
+def test_unsupported_combinations_are_skipped(tmp_path: Path, runtime: str, precision: str, model: str,
                                               message: str) -> None:
-    if model == "convs":
-        src = resolve("mlp_s")
-        src.module = nn.Sequential(nn.Conv1d(1, 2, 3))
-    else:
-        src = resolve(model)
     with pytest.raises(UnsupportedCell, match=message):
-        runtime().prepare(src, precision, "cpu", 1, workdir)
+        prepared(runtime, precision, tmp_path, model)
+
+
+def convs():
+    """A model with no Linear / LSTM / GRU layer: nothing for dynamic quantization."""
+    return nn.Sequential(nn.Conv1d(1, 2, 3)), torch.randn(1, 1, 8)
 
 
 # ------------------------------------------------------------------------------------------------ end to end
@@ -210,10 +223,9 @@ def test_unsupported_combinations_are_skipped(workdir: Path, runtime, precision:
 
 def accuracy_hook(predict, ctx) -> float:
     """A user's task metric (archbench.bench.measure.hooks): % of a fixed "validation set" whose argmax matches its label."""
-    g = torch.Generator().manual_seed(7)
-    x = ctx.input_spec.with_batch(32).make(generator=g)
-    labels = (x.sum(dim=1) > 0).long()  # a made-up task; what matters is fp32 vs int8 on the same data
-    return 100.0 * float((predict((x,))[0].argmax(-1) == labels.numpy()).mean())
+    x = ctx.input_spec.with_batch(32).make(seed=7)
+    labels = (x.sum(axis=1) > 0).astype(np.int64)  # a made-up task; what matters is fp32 vs int8 on the same data
+    return 100.0 * float((predict((x,))[0].argmax(-1) == labels).mean())
 
 
 def test_run_with_precisions_and_budget(tmp_path: Path, capsys: pytest.CaptureFixture[str],
@@ -247,14 +259,23 @@ def test_run_with_precisions_and_budget(tmp_path: Path, capsys: pytest.CaptureFi
     assert drop["value"] == pytest.approx(recs["fp32"]["task_metric"] - recs["int8-static"]["task_metric"])
 
 
-def test_a_cached_export_with_other_weights_is_redone(tmp_path: Path) -> None:
-    """The shared export (archbench.bench.measure.engine makes it in its own worker) must hold this worker's weights: a model that
-    seeding does not reproduce gets re-exported, and the record says so."""
+def test_references_follow_the_weights_being_measured(tmp_path: Path) -> None:
+    """References written by another worker of the run (the artifacts worker) are kept only when this module
+    reproduces them: a factory that seeding does not make deterministic gets references from its own weights."""
+    from archbench.bench.measure.artifacts import read_refs, write_refs
+    from archbench.bench.measure.inputs import ArraySpec
+
+    spec = (ArraySpec((1, 64)),)
+    cell = Cell("mlp_s", batch=2, options=Options(input_sets=2, fidelity_samples=4))
     torch.manual_seed(0)
-    OnnxRuntime().prepare(resolve("mlp_s"), "fp32", "cpu", 1, tmp_path)
-    torch.manual_seed(1)  # other weights, same workdir
-    rt = OnnxRuntime()
-    rt.prepare(resolve("mlp_s"), "fp32", "cpu", 1, tmp_path)
-    assert rt.notes[0] == "onnx export reused (dynamo)"
-    assert rt.notes[1].startswith("cached export disagreed (exported outputs disagree with PyTorch")
-    assert rt.notes[2] == "exported with the dynamo exporter"
+    a = resolve("mlp_s").module
+    write_refs(a, spec, tmp_path, [cell])
+    first = read_refs(tmp_path, 2)
+    write_refs(a, spec, tmp_path, [cell])  # same weights: kept as they are
+    assert all(np.array_equal(first[s][0], read_refs(tmp_path, 2)[s][0]) for s in first)
+    torch.manual_seed(1)
+    b = resolve("mlp_s").module  # other weights, same folder
+    write_refs(b, spec, tmp_path, [cell])
+    with torch.inference_mode():
+        expect = b(torch.from_numpy(spec[0].make(2, 0 * 1009))).numpy()
+    assert np.allclose(read_refs(tmp_path, 2)[0][0], expect)

@@ -6,27 +6,28 @@ from __future__ import annotations
 import csv
 import json
 import math
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
 
 import pytest
+from tests_helpers import make_record
 
-from archbench.bench.analyze.merge import cross_machine_rows, load_records, machines, resolve_paths
+from archbench.bench.analyze.budgets import CellVerdict
+from archbench.bench.analyze.findings import macs_mispredictions, precision_slowdowns, runtime_winners
+from archbench.bench.analyze.merge import (
+    cross_machine_rows,
+    load_records,
+    machine_cell_key,
+    machines,
+    resolve_paths,
+)
 from archbench.bench.cli.main import main
 from archbench.bench.errors import UsageError
-from archbench.bench.record import CSV_FIELDS
-from archbench.bench.report.markdown import (
-    family_tables,
-    macs_mispredictions,
-    markdown,
-    precision_slowdowns,
-    report_json,
-    runtime_winners,
-    table_rows,
-    write_reports,
-)
+from archbench.bench.record import CSV_FIELDS, SCHEMA_VERSION, Record, read_jsonl
+from archbench.bench.report.markdown import markdown, report_json, write_reports
 from archbench.bench.report.roofline import Peaks, classify_layers, load_peaks, place
+from archbench.bench.report.tables import family_tables, table_rows
 
 FIX = Path(__file__).parent / "fixtures"
 RUN = FIX / "synthetic_run.jsonl"
@@ -36,8 +37,20 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.fixture(scope="module")
-def run() -> list[dict[str, Any]]:
+def run() -> list[Record]:
     return load_records([RUN])
+
+
+def fixture_verdicts(*paths: Path) -> dict[tuple, CellVerdict]:
+    """The budget verdicts the synthetic fixtures carry beside each record (their "verdict" and "verdict_reason"
+    keys, which Record does not read), keyed like `archbench report`'s verdicts (machine_cell_key)."""
+    return {machine_cell_key(Record.from_dict(d)): CellVerdict(d["verdict"], d.get("verdict_reason") or "")
+            for path in paths for d in read_jsonl(path) if d.get("verdict")}
+
+
+@pytest.fixture(scope="module")
+def verdicts() -> dict[tuple, CellVerdict]:
+    return fixture_verdicts(RUN)
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +68,7 @@ def _row(md: str, *cells: str) -> str:
 # ----------------------------------------------------------------------------------------------------- markdown
 
 
-def test_markdown_has_environment_family_tables_and_rows(run: list[dict[str, Any]]) -> None:
+def test_markdown_has_environment_family_tables_and_rows(run: list[Record]) -> None:
     md = markdown(run, "archbench report synthetic")
     assert "Command: `archbench report synthetic`" in md
     assert "synthetic-laptop: Synthetic CPU (fixture, not a measurement) (8 logical CPUs)" in md
@@ -69,15 +82,15 @@ def test_markdown_has_environment_family_tables_and_rows(run: list[dict[str, Any
     assert "55% !" in _row(md, "syn_mlp", "torch", "fp32")
 
 
-def test_verdict_marks_and_reasons(run: list[dict[str, Any]]) -> None:
-    md = markdown(run)
+def test_verdict_marks_and_reasons(run: list[Record], verdicts: dict[tuple, CellVerdict]) -> None:
+    md = markdown(run, verdicts=verdicts)
     assert "✓ pass" in _row(md, "syn_convnet_wide", "torch", "fp32")
     assert "✗ **FAIL**: top1_agree FAIL: 0.97 vs top1_agree>=0.99" in _row(md, "syn_convnet_wide", "int8-dynamic")
     assert "? inconclusive" in _row(md, "syn_mlp", "torch", "fp32")
 
 
-def test_findings_are_computed_from_the_data(run: list[dict[str, Any]]) -> None:
-    md = markdown(run)
+def test_findings_are_computed_from_the_data(run: list[Record], verdicts: dict[tuple, CellVerdict]) -> None:
+    md = markdown(run, verdicts=verdicts)
     findings_md = md.split("## Findings", 1)[1].split("## Fastest runtime per model", 1)[0]
     # MACs fail to predict latency: 0.1x the MACs, 1.5x slower on torch
     assert ("**syn_convnet_depthwise** has 0.1x the MACs of **syn_convnet_wide** but is 1.5x **slower** "
@@ -95,53 +108,51 @@ def test_findings_are_computed_from_the_data(run: list[dict[str, Any]]) -> None:
     assert "int8-dynamic |       1 |" not in md.split("### transformer", 1)[1].split("##", 1)[0]
 
 
-def test_cells_timed_on_a_busy_machine_are_a_finding(run: list[dict[str, Any]]) -> None:
+def test_cells_timed_on_a_busy_machine_are_a_finding(run: list[Record]) -> None:
     assert "busy machine" not in markdown(run)  # the fixtures carry no other_cpu_pct
-    busy = [r | {"other_cpu_pct": 47.0} if r["model"] == "syn_mlp" and r["runtime"] == "torch" else
-            r | {"other_cpu_pct": 3.0} for r in run]
+    busy = [replace(r, other_cpu_pct=47.0) if r.model == "syn_mlp" and r.runtime == "torch" else
+            replace(r, other_cpu_pct=3.0) for r in run]
     findings_md = markdown(busy).split("## Findings", 1)[1].split("## Fastest runtime per model", 1)[0]
     assert "**Timed on a busy machine**: 1 of 10 cells shared the CPUs" in findings_md
     assert "syn_mlp torch fp32 b1: 47% other CPU" in findings_md
 
 
-def test_fp16_slower_than_fp32_is_a_finding(run: list[dict[str, Any]]) -> None:
-    fp32 = next(r for r in run if r["model"] == "syn_mlp" and r["runtime"] == "torch" and r["precision"] == "fp32")
-    fp16 = fp32 | {"precision": "fp16", "latency_p50_ms": 7 * fp32["latency_p50_ms"],
-                   "samples_ms": [7 * x for x in fp32["samples_ms"]]}
+def test_fp16_slower_than_fp32_is_a_finding(run: list[Record]) -> None:
+    fp32 = next(r for r in run if r.model == "syn_mlp" and r.runtime == "torch" and r.precision == "fp32")
+    fp16 = replace(fp32, precision="fp16", latency_p50_ms=7 * fp32.latency_p50_ms,
+                   samples_ms=[7 * x for x in fp32.samples_ms])
     slow = precision_slowdowns([*run, fp16])
-    assert [(d["variant"]["model"], d["variant"]["precision"], round(d["slowdown"], 1)) for d in slow] == [
+    assert [(d.variant.model, d.variant.precision, round(d.slowdown, 1)) for d in slow] == [
         ("syn_mlp", "fp16", 7.0), ("syn_convnet_wide", "int8-dynamic", 1.3)]
     md = markdown([*run, fp16])
     assert "**Reduced precision slower than fp32** in 2 cell(s)" in md
     assert "**syn_mlp** fp16 (torch b1): 7.00x slower" in md
 
 
-def test_finding_functions_on_their_own(run: list[dict[str, Any]]) -> None:
+def test_finding_functions_on_their_own(run: list[Record]) -> None:
     mis = macs_mispredictions(run)
-    pairs = {(d["a"]["model"], d["b"]["model"], d["a"]["runtime"]) for d in mis}
+    pairs = {(d.a.model, d.b.model, d.a.runtime) for d in mis}
     assert pairs == {("syn_convnet_depthwise", "syn_convnet_wide", "torch")}  # onnxruntime: 0.62x latency, fine
     slow = precision_slowdowns(run)
-    assert [(d["variant"]["model"], round(d["slowdown"], 1)) for d in slow] == [("syn_convnet_wide", 1.3)]
-    assert slow[0]["p_value"] < 1e-6  # well beyond noise
-    wins = {w["model"]: w for w in runtime_winners(run)}
+    assert [(d.variant.model, round(d.slowdown, 1)) for d in slow] == [("syn_convnet_wide", 1.3)]
+    assert slow[0].p_value < 1e-6  # well beyond noise
+    wins = {w.model: w for w in runtime_winners(run)}
     assert set(wins) == {"syn_convnet_wide", "syn_convnet_depthwise", "syn_mlp", "syn_tiny_lm"}
-    assert all(w["fastest"] == "onnxruntime" and w["p_value"] < 0.05 for w in wins.values())
+    assert all(w.fastest == "onnxruntime" and w.p_value < 0.05 for w in wins.values())
 
 
-def test_optional_columns_only_when_some_record_has_them(run: list[dict[str, Any]]) -> None:
-    bare = [{k: v for k, v in r.items() if k not in ("top1_agree", "cosine", "sqnr_db", "verdict",
-                                                     "verdict_reason")} for r in run]
-    headers = family_tables(bare)["convnet"][0]
+def test_optional_columns_only_when_some_record_has_them(run: list[Record],
+                                                         verdicts: dict[tuple, CellVerdict]) -> None:
+    bare = [replace(r, top1_agree=None, cosine=None, sqnr_db=None) for r in run]
+    headers = family_tables(bare)["convnet"][0]  # and no verdicts
     assert "top-1 agree" not in headers and "budget" not in headers and "SQNR dB" not in headers
     assert "max abs err" in headers
-    headers = family_tables(run)["convnet"][0]
+    headers = family_tables(run, verdicts)["convnet"][0]
     assert {"top-1 agree", "cosine", "SQNR dB", "budget"} <= set(headers)
 
 
 def test_tolerates_missing_keys() -> None:
-    minimal = [{"model": "m", "runtime": "torch", "precision": "fp32", "batch": 1, "device": "cpu", "threads": 1,
-                "status": "ok", "latency_p50_ms": 1.0},
-               {"model": "m", "runtime": "onnxruntime", "precision": "fp32", "batch": 1, "status": "failed"}]
+    minimal = [make_record(latency_p50_ms=1.0), make_record(runtime="onnxruntime", status="failed")]
     md = markdown(minimal)
     assert "### other" in md and "| m " in md
     assert "## Cells that did not run" in md
@@ -149,7 +160,7 @@ def test_tolerates_missing_keys() -> None:
     json.dumps(report_json(minimal))
 
 
-def test_end_of_run_table_formats_numbers(run: list[dict[str, Any]]) -> None:
+def test_end_of_run_table_formats_numbers(run: list[Record]) -> None:
     rows = {(r[0], r[1], r[2]): r for r in table_rows(run)}
     assert rows[("syn_mlp", "onnxruntime", "fp32")][8] == "33,332"  # samples/s: no 3.33e+04
     assert rows[("syn_tiny_lm", "onnxruntime", "int8-dynamic")][4].startswith("failed: prepare: RuntimeError")
@@ -158,9 +169,10 @@ def test_end_of_run_table_formats_numbers(run: list[dict[str, Any]]) -> None:
 # ----------------------------------------------------------------------------------------------------- files
 
 
-def test_write_reports_csv_columns_and_json(tmp_path: Path, run: list[dict[str, Any]], peaks: list[Peaks]) -> None:
+def test_write_reports_csv_columns_and_json(tmp_path: Path, run: list[Record], peaks: list[Peaks],
+                                            verdicts: dict[tuple, CellVerdict]) -> None:
     paths = write_reports(tmp_path, run, "cmd", peaks=peaks, placements=place(run, peaks, zoo_outputs=False),
-                          csv_name="report.csv", json_name="report.json")
+                          csv_name="report.csv", json_name="report.json", verdicts=verdicts)
     assert [p.name for p in paths] == ["report.csv", "report.md", "report.json"]
     with open(tmp_path / "report.csv", newline="") as fh:
         rd = csv.reader(fh)
@@ -169,12 +181,14 @@ def test_write_reports_csv_columns_and_json(tmp_path: Path, run: list[dict[str, 
     doc = json.loads((tmp_path / "report.json").read_text())  # strict JSON: SQNR inf became "inf"
     assert doc["records"][0]["sqnr_db"] == "inf"
     assert all("samples_ms" not in r and "_source" not in r for r in doc["records"])
+    failing = next(r for r in doc["records"] if r["model"] == "syn_convnet_wide" and r["precision"] == "int8-dynamic")
+    assert (failing["verdict"], failing["verdict_reason"]) == ("FAIL", "top1_agree FAIL: 0.97 vs top1_agree>=0.99")
     kinds = {f["kind"] for f in doc["findings"]}
     assert {"macs_mispredict", "slower_than_fp32", "runtime_winner", "unstable", "budget", "failed"} <= kinds
     assert doc["peaks"][0]["ridge_flop_per_byte"] == pytest.approx(10.0)
 
 
-def test_write_reports_keeps_the_run_defaults(tmp_path: Path, run: list[dict[str, Any]]) -> None:
+def test_write_reports_keeps_the_run_defaults(tmp_path: Path, run: list[Record]) -> None:
     # what `archbench run` calls at the end of a run
     paths = write_reports(tmp_path, run, command="archbench run")
     assert [p.name for p in paths] == ["records.csv", "report.md"]
@@ -195,16 +209,19 @@ def _assert_png(path: Path, min_bytes: int = 10_000) -> None:
     ([10, 5, 8, 1], [4, 1, 5, 0.5], [3, 1, 0]),  # (8, 5) is beaten by (10, 4)
     ([2, 2], [1, 1], [0]),  # exact ties: one representative
 ])
-def test_pareto_front(xs: list[float], ys: list[float], front: list[int]) -> None:
-    from archbench.bench.report.plots import pareto_front
+def test_pareto_front_of_the_latency_plots(xs: list[float], ys: list[float], front: list[int]) -> None:
+    """The plots' front (more MACs or bytes at less latency: x maximized, y minimized), ordered by x, is
+    archbench.bench.analyze.select.pareto_indices on (-x, y)."""
+    from archbench.bench.analyze.select import pareto_indices
 
-    assert pareto_front(xs, ys) == front
+    got = pareto_indices([(-x, y) for x, y in zip(xs, ys, strict=True)])
+    assert sorted(got, key=lambda i: xs[i]) == front
 
 
 # ----------------------------------------------------------------------------------------------------- roofline
 
 
-def test_roofline_placement_against_synthetic_peaks(run: list[dict[str, Any]], peaks: list[Peaks]) -> None:
+def test_roofline_placement_against_synthetic_peaks(run: list[Record], peaks: list[Peaks]) -> None:
     pk = peaks[0]
     assert pk.ridge == pytest.approx(10.0)
     assert pk.roof(1.0) == pytest.approx(20e9) and pk.roof(100.0) == pytest.approx(200e9)
@@ -220,18 +237,18 @@ def test_roofline_placement_against_synthetic_peaks(run: list[dict[str, Any]], p
     assert wide.of_roof == pytest.approx(wide.achieved_flops_per_s / 200e9)
 
 
-def wide_p50(run: list[dict[str, Any]]) -> float:
-    return next(r["latency_p50_ms"] for r in run if r["model"] == "syn_convnet_wide" and r["runtime"] == "torch")
+def wide_p50(run: list[Record]) -> float:
+    return next(r.latency_p50_ms for r in run if r.model == "syn_convnet_wide" and r.runtime == "torch")
 
 
 def test_zoo_output_bytes_from_a_meta_forward() -> None:
     from archbench.bench.report.roofline import output_bytes
 
-    r = {"model": "mlp_s", "knobs": "{}", "batch": 4, "precision": "fp32"}
+    r = make_record(model="mlp_s", knobs="{}", batch=4, precision="fp32")
     assert output_bytes(r) == 4 * 10 * 4  # (4, 10) logits, fp32
-    assert output_bytes(r | {"precision": "fp16"}) == 4 * 10 * 2
-    assert output_bytes(r | {"output_bytes": 123}) == 123
-    assert output_bytes({"model": "not_in_the_zoo", "batch": 1}) is None
+    assert output_bytes(replace(r, precision="fp16")) == 4 * 10 * 2
+    assert output_bytes(r, zoo=False) is None  # records carry no output sizes: only the zoo's meta forward knows
+    assert output_bytes(make_record(model="not_in_the_zoo")) is None
 
 
 def test_classify_layers_against_the_ridge() -> None:
@@ -284,7 +301,7 @@ def test_merge_two_machines_into_one_comparison() -> None:
     assert headers == ["synthetic-laptop / cpu", "synthetic-server / cpu"]
     row = next(r for r in rows if r[:3] == ["syn_convnet_wide", "torch", "fp32"])
     assert row[-1] == pytest.approx(2.0, rel=0.02)  # the server is twice as fast
-    md = markdown(records)
+    md = markdown(records, verdicts=fixture_verdicts(RUN, SERVER))
     assert "## Across machines" in md and "| machine " in md
     assert "**synthetic-server / cpu** is 1.99x faster than **synthetic-laptop / cpu**" in md
     assert "syn_convnet_wide" in _row(md, "syn_convnet_wide", "torch", "synthetic-server")
@@ -345,7 +362,7 @@ def test_cli_report_writes_everything_with_plots(tmp_path: Path, capsys: pytest.
 def test_cli_report_stdout_formats(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["report", str(RUN), "--no-measure", "--format", "json"]) == 0
     doc = json.loads(capsys.readouterr().out)
-    assert len(doc["records"]) == 11 and doc["schema_version"] == 1
+    assert len(doc["records"]) == 11 and doc["schema_version"] == SCHEMA_VERSION  # schema 1 records, migrated
     assert main(["report", str(RUN), "--no-measure", "--format", "csv"]) == 0
     assert capsys.readouterr().out.splitlines()[0] == ",".join(CSV_FIELDS)
     assert main(["report", str(RUN), "--no-measure"]) == 0

@@ -7,18 +7,20 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from tests_helpers import make_record
 
 from archbench.bench.analyze import select
 from archbench.bench.analyze.budgets import INCONCLUSIVE, PASS, judge, parse_expression
+from archbench.bench.record import Record
 
 
 def rec(model: str = "m", precision: str = "fp32", size: float = 1.0, p50: float = 1.0, runtime: str = "onnxruntime",
-        spread: float = 0.05, n: int = 200, **kw) -> dict:
+        spread: float = 0.05, n: int = 200, **kw) -> Record:
     """A record whose samples are spread evenly around ``p50`` (so percentiles and bounds are predictable)."""
     samples = np.linspace(p50 * (1 - spread), p50 * (1 + spread), n)
-    return {"model": model, "runtime": runtime, "precision": precision, "batch": 1, "device": "cpu", "threads": 2,
-            "status": "ok", "knobs": "{}", "size_mib": size, "latency_p50_ms": p50,
-            "latency_p95_ms": float(np.percentile(samples, 95)), "samples_ms": samples.tolist(), **kw}
+    return make_record(model=model, runtime=runtime, precision=precision, threads=2, knobs="{}", size_mib=size,
+                       latency_p50_ms=p50, latency_p95_ms=float(np.percentile(samples, 95)),
+                       samples_ms=samples.tolist(), **kw)
 
 
 def test_pick_minimizes_size_by_default_and_maximizes_throughput() -> None:
@@ -28,10 +30,10 @@ def test_pick_minimizes_size_by_default_and_maximizes_throughput() -> None:
     vs = judge(rs, parse_expression("p95_ms<=5"))
     assert [v.verdict for v in vs] == [PASS, PASS, "FAIL"]
     p = select.pick(vs, "size_mib")
-    assert p.best.record["precision"] == "int8-static"
-    assert [v.record["precision"] for v in p.ranked] == ["int8-static", "fp32"]
-    assert select.pick(vs, "throughput_sps").best.record["precision"] == "int8-static"
-    assert select.pick(vs, "p95_ms").best.record["precision"] == "int8-static"
+    assert p.best.record.precision == "int8-static"
+    assert [v.record.precision for v in p.ranked] == ["int8-static", "fp32"]
+    assert select.pick(vs, "throughput_sps").best.record.precision == "int8-static"
+    assert select.pick(vs, "p95_ms").best.record.precision == "int8-static"
     assert select.pick(vs, "params").best is None  # a metric no record has: nothing to rank by
 
 
@@ -40,7 +42,7 @@ def test_inconclusive_records_are_not_picked() -> None:
     vs = judge(rs, parse_expression("p95_ms<=5"))
     assert [v.verdict for v in vs] == [INCONCLUSIVE, PASS]
     p = select.pick(vs)
-    assert p.best.record["size_mib"] == 1.0 and len(p.inconclusive) == 1
+    assert p.best.record.size_mib == 1.0 and len(p.inconclusive) == 1
 
 
 @pytest.mark.parametrize(
@@ -64,11 +66,11 @@ def test_pareto_front_respects_directions_and_groups() -> None:
           rec(precision="fp32", runtime="torch", size=4.0, p50=3.0),  # the reference: sqnr = inf, on the front
           rec(model="other", size=0.1, p50=0.1, sqnr_db=10.0)]
     fronts = select.pareto_front(rs, ("p50_ms", "size_mib", "sqnr_db"))
-    by_model = {f[0]["model"]: {(r["runtime"], r["precision"]) for r in f} for f in fronts}
+    by_model = {f[0].model: {(r.runtime, r.precision) for r in f} for f in fronts}
     assert by_model == {"m": {("onnxruntime", "fp32"), ("onnxruntime", "int8-static"), ("torch", "fp32")},
                         "other": {("onnxruntime", "fp32")}}
     merged = select.pareto_front(rs, ("p50_ms", "size_mib"), across_models=True)
-    assert [[r["model"] for r in f] for f in merged] == [["other"]]
+    assert [[r.model for r in f] for f in merged] == [["other"]]
 
 
 def test_dominated_flags_bigger_and_slower_within_a_model() -> None:
@@ -77,7 +79,7 @@ def test_dominated_flags_bigger_and_slower_within_a_model() -> None:
           rec(precision="int8-static", size=1.0, p50=1.5),
           rec(model="other", size=0.1, p50=0.1)]
     flags = select.dominated(rs)
-    assert {(f.record["precision"], f.other["precision"]) for f in flags} == {
+    assert {(f.record.precision, f.other.precision) for f in flags} == {
         ("fp32", "int8-static"), ("int8-dynamic", "int8-static")}
     assert all(f.beyond_noise for f in flags)
     assert len(select.dominated(rs, across_models=True)) == 3
@@ -104,7 +106,7 @@ def test_fp16_and_bf16_slower_than_fp32_are_flagged_too() -> None:
     rs = [rec(precision="fp32", runtime="torch", p50=3.6), rec(precision="fp16", runtime="torch", p50=25.0),
           rec(precision="bf16", runtime="torch", p50=2.0)]  # faster: nothing to say
     flags = select.slower_than_fp32(rs)
-    assert [(f.record["precision"], round(f.ratio, 2), f.beyond_noise) for f in flags] == [("fp16", 6.94, True)]
+    assert [(f.record.precision, round(f.ratio, 2), f.beyond_noise) for f in flags] == [("fp16", 6.94, True)]
     from archbench.bench.report.verdicts import flag_lines
 
     assert flag_lines(flags)[0].startswith("fp16 slower than fp32: m torch fp16 b1 p50 25 ms is 6.94x")
@@ -119,7 +121,7 @@ def test_pick_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from archbench.bench.cli.main import main
 
     f = tmp_path / "records.jsonl"
-    f.write_text("".join(json.dumps(r) + "\n" for r in [
+    f.write_text("".join(json.dumps(r.to_dict()) + "\n" for r in [
         rec(precision="fp32", size=4.0, p50=2.0), rec(precision="int8-static", size=1.0, p50=1.5),
         rec(precision="int8-dynamic", size=1.1, p50=9.0)]))
     assert main(["pick", str(f), "--budget", "p95_ms<=5"]) == 0

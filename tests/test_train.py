@@ -4,18 +4,19 @@ finds the right batch under a memory cap and records every trial."""
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
 
+from archbench.bench.cell import Options
 from archbench.bench.cli.main import main
 from archbench.bench.measure.engine import RunSpec, run
 from archbench.bench.measure.harness import StopRule
-from archbench.bench.measure.maxbatch import find_max_batch
+from archbench.bench.measure.maxbatch import find_max_batch, run_search
 from archbench.bench.measure.train import TrainStep, loss_kind
-from archbench.bench.record import read_jsonl
+from archbench.bench.record import read_records
 from archbench.models import create_model
 
 TESTS = Path(__file__).parent
@@ -108,7 +109,7 @@ def test_param_grad_optimizer_split_is_exact_for_mlp_s(optimizer: str, state_byt
 def test_train_cell_records_split_time_to_train_and_report(tmp_path: Path) -> None:
     n, tensors = mlp_s_params()
     spec = RunSpec(models=["mlp_s"], out=tmp_path / "run", runtimes=["torch"], batches=[4], threads=1, rule=FAST,
-                   mode="train", train={"optimizer": "adamw", "train_samples": 10_000})
+                   mode="train", options=Options(optimizer="adamw", train_samples=10_000))
     (r,) = run(spec)
     assert r.status == "ok", r.error
     assert (r.mode, r.optimizer, r.loss_fn) == ("train", "adamw", "cross-entropy")
@@ -120,10 +121,8 @@ def test_train_cell_records_split_time_to_train_and_report(tmp_path: Path) -> No
     assert r.activation_mib_per_sample == pytest.approx(r.activation_mib / 4)
     assert r.train_samples == 10_000 and r.time_to_train_s == pytest.approx(10_000 / r.throughput_sps)
     # the same model at the same batch in inference mode is another cell
-    rec = next(read_jsonl(spec.out / "records.jsonl"))
-    from archbench.bench.record import cell_key
-
-    assert cell_key(rec)[-1] == "train" and cell_key({k: v for k, v in rec.items() if k != "mode"})[-1] == "infer"
+    (rec,) = read_records(spec.out / "records.jsonl")
+    assert rec.key()[-1] == "train" and replace(rec, mode="infer").key()[-1] == "infer"
 
 
 # ------------------------------------------------------------------------------------------- max batch
@@ -160,14 +159,14 @@ def test_max_batch_search_under_cpu_memory_cap(tmp_path: Path, monkeypatch) -> N
     monkeypatch.chdir(TESTS)
     model = "trainfactories:big_activation"
     base = dict(models=[model], runtimes=["torch"], threads=1, rule=FAST, timeout_s=120)
-    (probe,) = run(RunSpec(out=tmp_path / "probe", batches=[1], mode="maxbatch-trial", train={}, **base))
+    (probe,) = run(RunSpec(out=tmp_path / "probe", batches=[1], mode="maxbatch-trial", **base))
     assert probe.status == "ok", probe.error
     fixed = probe.train_peak_mem_mib - MIB_PER_SAMPLE
     cap = fixed + 3.5 * MIB_PER_SAMPLE
 
     out = tmp_path / "search"
-    recs = run(RunSpec(out=out, batches=[2], mode="train", train={"find_max_batch": True, "mem_cap_mib": cap},
-                       **base))
+    recs = run_search(RunSpec(out=out, batches=[2], mode="train",
+                              options=Options(find_max_batch=True, mem_cap_mib=cap), **base))
     trials = [r for r in recs if r.mode == "maxbatch-trial"]
     assert [(r.batch, r.status) for r in trials] == [(2, "ok"), (4, "failed"), (3, "ok")]
     failed = trials[1]
@@ -183,7 +182,7 @@ def test_max_batch_search_under_cpu_memory_cap(tmp_path: Path, monkeypatch) -> N
     assert len(on_disk) == 4  # every trial and the answer
     from archbench.bench.report.train import training_md
 
-    md = "\n".join(training_md([asdict(r) for r in recs]))
+    md = "\n".join(training_md(recs))
     assert "Max-batch search trials" in md and "out of memory" in md
 
 
@@ -214,7 +213,7 @@ def test_cli_train_spec() -> None:
                                       "--train-samples", "1.2e6", "--epochs", "2", "--out", "x"])
     spec = spec_from_args(args)
     assert spec.mode == "train" and spec.runtimes == ["torch"]
-    assert spec.train == {"optimizer": "adamw", "train_samples": 2_400_000}
+    assert (spec.options.optimizer, spec.options.train_samples) == ("adamw", 2_400_000)
     args = build_parser().parse_args(["run", "mlp_s", "--out", "x"])
     spec = spec_from_args(args)
-    assert spec.mode == "infer" and spec.runtimes == ["torch", "onnxruntime"] and spec.train == {}
+    assert spec.mode == "infer" and spec.runtimes == ["torch", "onnxruntime"] and spec.options == Options()

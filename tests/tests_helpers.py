@@ -4,14 +4,23 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
-import torch
+from archbench.bench.record import Record
 
 sys.path.insert(0, str(Path(__file__).parent))
 
 
+def make_record(**fields: Any) -> Record:
+    """A Record for tests: model "m", torch fp32, batch 1, cpu, 1 thread, status ok, unless ``fields`` say otherwise."""
+    base: dict[str, Any] = {"model": "m", "runtime": "torch", "precision": "fp32", "batch": 1, "device": "cpu",
+                            "threads": 1}
+    return Record(**(base | fields))
+
+
 def export_small_onnx(folder: Path) -> Path:
     """Export userfactories' small conv net (input 1x3x20x20) with the legacy exporter (fast, one file)."""
+    import torch
     from userfactories import good
 
     path = folder / "small.onnx"

@@ -5,9 +5,9 @@ Two ways to write a budget:
     "p95_ms<=20, size_mib<=30, top1_agree>=0.99"           an expression: comma- (or ;-) separated terms
     budgets/edge.toml[:PROFILE]                            a TOML file of named profiles (schema below)
 
-A term is ``METRIC OP NUMBER`` with OP one of ``<= < >= >``. METRIC is a name from ``METRICS`` (or an alias:
-the Record field itself, ``latency_p95_ms``, works too); any latency percentile ``pNN_ms`` (e.g. ``p75_ms``,
-``p99.9_ms``) is judged from the raw samples.
+A term is ``METRIC OP NUMBER`` with OP one of ``<= < >= >``. METRIC is a name of the metric registry
+(archbench.bench.analyze.metrics; an alias such as the Record field itself, ``latency_p95_ms``, works too); any latency
+percentile ``pNN_ms`` (e.g. ``p75_ms``, ``p99.9_ms``) is judged from the raw samples.
 
 TOML schema (one table per profile under ``[profiles]``; a file with a single profile needs no profile name)::
 
@@ -26,8 +26,9 @@ How each term is judged:
   when the lower bound is > L, INCONCLUSIVE otherwise, with an estimate of how many samples would decide;
 - every other metric on its recorded value (sizes and counts are exact; ``mean_ms`` and ``throughput_sps``
   are point estimates, said so in the reason);
-- ``task_metric_drop`` is derived: the fp32 cell's ``task_metric`` minus this cell's (same model, knobs, batch,
-  device; the torch fp32 cell when there is one, else the same runtime's);
+- ``task_metric_drop`` is derived: the fp32 sibling's ``task_metric`` minus this cell's (archbench.bench.analyze.siblings:
+  same model, knobs, batch, device, mode and machine; the torch fp32 cell when there is one, else the same
+  runtime's);
 - a missing metric is INCONCLUSIVE with the reason, a failed record ERROR, a skipped record SKIPPED.
 
 A record's verdict is FAIL if any term fails, else ERROR, else INCONCLUSIVE, else PASS.
@@ -35,92 +36,22 @@ A record's verdict is FAIL if any term fails, else ERROR, else INCONCLUSIVE, els
 
 from __future__ import annotations
 
-import difflib
 import math
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from archbench.bench.analyze.merge import machine_cell_key
+from archbench.bench.analyze.metrics import Metric, metric
 from archbench.bench.errors import UsageError
+from archbench.bench.record import Record
 
 PASS, FAIL, INCONCLUSIVE, ERROR, SKIPPED = "PASS", "FAIL", "INCONCLUSIVE", "ERROR", "SKIPPED"
 VERDICTS = (PASS, FAIL, INCONCLUSIVE, ERROR, SKIPPED)
 OPS = ("<=", ">=", "<", ">")
 DEFAULT_CONFIDENCE = 0.95
-
-
-@dataclass(frozen=True)
-class Metric:
-    name: str  # budget name, e.g. "p95_ms"
-    field: str | None  # the Record field it reads; None for derived metrics
-    better: str  # "lower" | "higher": the direction `pick` optimizes and Pareto fronts compare
-    quantile: float | None = None  # latency percentiles: judged from samples_ms at this level
-    doc: str = ""
-
-
-def _m(name: str, fld: str | None, better: str, doc: str, q: float | None = None) -> Metric:
-    return Metric(name, fld, better, q, doc)
-
-
-METRICS: dict[str, Metric] = {m.name: m for m in [
-    _m("p50_ms", "latency_p50_ms", "lower", "median latency of one forward (confidence bound from samples)", 0.50),
-    _m("p90_ms", "latency_p90_ms", "lower", "90th percentile latency (confidence bound from samples)", 0.90),
-    _m("p95_ms", "latency_p95_ms", "lower", "95th percentile latency (confidence bound from samples)", 0.95),
-    _m("p99_ms", "latency_p99_ms", "lower", "99th percentile latency (confidence bound from samples)", 0.99),
-    _m("mean_ms", "latency_mean_ms", "lower", "mean latency (point estimate)"),
-    _m("min_ms", "latency_min_ms", "lower", "fastest call (point estimate)"),
-    _m("max_ms", "latency_max_ms", "lower", "slowest call (point estimate)"),
-    _m("cv", "latency_cv", "lower", "coefficient of variation of latency"),
-    _m("throughput_sps", "throughput_sps", "higher", "samples per second = batch / mean latency (point estimate)"),
-    _m("size_mib", "size_mib", "lower", "artefact on disk, MiB (state_dict file, or .onnx + .data)"),
-    _m("params", "params", "lower", "parameters"),
-    _m("macs", "macs", "lower", "multiply-accumulates of one forward at the record's batch"),
-    _m("flops", "flops", "lower", "2 x MACs"),
-    _m("peak_rss_mib", "peak_rss_mib", "lower", "peak resident memory of the measuring process, MiB"),
-    _m("cuda_mem_mib", "cuda_max_allocated_mib", "lower", "peak CUDA memory allocated, MiB"),
-    _m("load_ms", "load_ms", "lower", "build/load the model or create the session, ms"),
-    _m("first_inference_ms", "first_inference_ms", "lower", "the first call (cold), ms"),
-    _m("top1_agree", "top1_agree", "higher", "argmax agreement with the fp32 PyTorch model (0..1)"),
-    _m("cosine", "cosine", "higher", "worst input set's cosine similarity to fp32 PyTorch outputs"),
-    _m("sqnr_db", "sqnr_db", "higher", "signal-to-quantization-noise ratio vs fp32 PyTorch, dB"),
-    _m("max_abs_err", "max_abs_err", "lower", "max |output - fp32 PyTorch output|"),
-    _m("task_metric", "task_metric", "higher", "the --metric-hook's number (higher is better)"),
-    _m("task_metric_drop", None, "lower", "fp32 cell's task_metric minus this cell's (points)"),
-    # training records (archbench run --mode train): latency_* hold the step time
-    _m("step_ms", "latency_p50_ms", "lower", "median training step time (confidence bound from samples)", 0.50),
-    _m("train_peak_mem_mib", "train_peak_mem_mib", "lower", "peak memory of a training step, MiB"),
-    _m("activation_mib", "activation_mib", "lower", "estimated activation memory at the training peak, MiB"),
-    _m("activation_mib_per_sample", "activation_mib_per_sample", "lower", "activation_mib / batch"),
-    _m("time_to_train_s", "time_to_train_s", "lower", "train_samples / samples per second (steady state), s"),
-    _m("time_to_train_h", None, "lower", "time_to_train_s / 3600, hours"),
-    _m("max_batch", "max_batch", "higher", "largest training batch that fits (--find-max-batch)"),
-]}
-
-ALIASES: dict[str, str] = {
-    **{m.field: m.name for m in METRICS.values() if m.field and m.field != m.name},
-    "peak_mem_mib": "peak_rss_mib", "rss_mib": "peak_rss_mib", "size": "size_mib", "latency_ms": "p50_ms",
-    "median_ms": "p50_ms", "top1": "top1_agree", "sqnr": "sqnr_db", "accuracy_drop": "task_metric_drop",
-    "cuda_max_allocated_mib": "cuda_mem_mib",
-}
-
-_PCT_RE = re.compile(r"^(?:latency_)?p(\d{1,2}(?:\.\d+)?)_ms$")
-
-
-def metric(name: str) -> Metric:
-    """The Metric for a budget name or alias; any ``pNN_ms`` percentile; UsageError (with suggestions) otherwise."""
-    key = name.strip().lower()
-    key = ALIASES.get(key, key)
-    if key in METRICS:
-        return METRICS[key]
-    m = _PCT_RE.match(key)
-    if m and 0 < float(m.group(1)) < 100:
-        q = round(float(m.group(1)) / 100, 12)
-        return Metric(key.removeprefix("latency_"), None, "lower", q, f"{m.group(1)}th percentile latency")
-    near = difflib.get_close_matches(key, [*METRICS, *ALIASES], n=3, cutoff=0.6)
-    hint = f"; did you mean {', '.join(near)}?" if near else f"; known: {', '.join(METRICS)} (or any pNN_ms)"
-    raise UsageError(f"unknown budget metric {name.strip()!r}{hint}")
 
 
 @dataclass(frozen=True)
@@ -294,7 +225,7 @@ class TermVerdict:
 
 @dataclass(frozen=True)
 class RecordVerdict:
-    record: dict[str, Any]
+    record: Record
     verdict: str
     terms: tuple[TermVerdict, ...] = field(default_factory=tuple)
     reason: str = ""  # for ERROR / SKIPPED records: why
@@ -304,12 +235,12 @@ class RecordVerdict:
         return record_label(self.record)
 
 
-def record_label(r: dict[str, Any]) -> str:
-    knobs = r.get("knobs") or ""
+def record_label(r: Record) -> str:
+    """``m {width:0.5} onnxruntime int8-static b1`` (and the mode when it is not inference)."""
+    knobs = r.knobs or ""
     k = "" if knobs in ("", "{}") else " " + knobs.replace('"', "").replace(" ", "")
-    mode = r.get("mode") or "infer"
-    return f"{r.get('model')}{k} {r.get('runtime')} {r.get('precision')} b{r.get('batch')}" + (
-        "" if mode == "infer" else f" {mode}")
+    mode = r.mode or "infer"
+    return f"{r.model}{k} {r.runtime} {r.precision} b{r.batch}" + ("" if mode == "infer" else f" {mode}")
 
 
 def _combine(verdicts: Iterable[str]) -> str:
@@ -364,61 +295,15 @@ def judge_percentile(term: Term, samples: Sequence[float], confidence: float) ->
     return TermVerdict(term, INCONCLUSIVE, samples_needed=need, reason=why, **common)
 
 
-def _missing_reason(name: str, r: dict[str, Any]) -> str:
-    if name == "top1_agree" and r.get("cosine") is not None:
-        return "no top-1 agreement: the output is not (B, C) or (B, N, V) logits"
-    if name in ("top1_agree", "cosine", "sqnr_db", "max_abs_err") and r.get("model", "").lower().endswith(".onnx"):
-        return f"no {name}: an .onnx source has no PyTorch reference"
-    if name == "task_metric":
-        return "no task_metric: run with --metric-hook pkg.mod:fn"
-    return f"the record has no {name}"
-
-
-# The fp32 PyTorch eager cell is the fidelity reference itself: its worker compares nothing, so these are its
-# values by definition.
-_REFERENCE_FIDELITY = {"top1_agree": 1.0, "cosine": 1.0, "sqnr_db": math.inf, "max_abs_err": 0.0}
-
-
-def is_reference(r: dict[str, Any]) -> bool:
-    return r.get("runtime") == "torch" and r.get("precision") == "fp32"
-
-
-def metric_value(r: dict[str, Any], met: Metric, context: Sequence[dict[str, Any]] = ()) -> tuple[float | None, str]:
-    """(point estimate, note) of a metric for one record, or (None, why it is missing)."""
-    if met.name == "task_metric_drop":
-        if r.get("task_metric") is None:
-            return None, "no task_metric: run with --metric-hook pkg.mod:fn"
-        ref = fp32_reference(r, context)
-        if ref is None or ref.get("task_metric") is None:
-            return None, "no fp32 cell with a task_metric for this model and batch"
-        value = float(ref["task_metric"]) - float(r["task_metric"])
-        return value, f"{ref['task_metric']:.4g} ({ref['runtime']} fp32) - {r['task_metric']:.4g}"
-    if met.name == "time_to_train_h":
-        if r.get("time_to_train_s") is None:
-            return None, "no time_to_train_s: run with --mode train --train-samples N"
-        return float(r["time_to_train_s"]) / 3600.0, "steady-state estimate"
-    raw = r.get(met.field) if met.field else None
-    if raw is None and met.quantile is not None and r.get("samples_ms"):
-        import numpy as np
-
-        raw = float(np.percentile(r["samples_ms"], 100 * met.quantile, method="linear"))
-    if raw is None and met.name in _REFERENCE_FIDELITY and is_reference(r):
-        return _REFERENCE_FIDELITY[met.name], "torch fp32 is the fidelity reference"
-    if raw is None:
-        return None, _missing_reason(met.name, r)
-    point = met.name in ("mean_ms", "throughput_sps", "min_ms", "max_ms", "cv")
-    return float(raw), "point estimate" if point else ""
-
-
-def judge_term(term: Term, r: dict[str, Any], confidence: float, context: Sequence[dict[str, Any]] = ()) -> TermVerdict:
+def judge_term(term: Term, r: Record, confidence: float, context: Sequence[Record] = ()) -> TermVerdict:
     met = term.metric
-    if met.quantile is not None:
-        samples = r.get("samples_ms") or []
+    if met.quantile is not None and met.samples:
+        samples = getattr(r, met.samples) or []
         if samples:
             return judge_percentile(term, samples, confidence)
-        return TermVerdict(term, INCONCLUSIVE, value=r.get(met.field) if met.field else None,
-                           reason="no raw samples_ms in the record (read records.jsonl, not the CSV)")
-    value, why = metric_value(r, met, context)
+        return TermVerdict(term, INCONCLUSIVE, value=getattr(r, met.field) if met.field else None,
+                           reason=f"no raw {met.samples} in the record (read records.jsonl, not the CSV)")
+    value, why = met.read(r, context)
     if value is None:
         return TermVerdict(term, INCONCLUSIVE, reason=why)
     if math.isnan(value):
@@ -426,33 +311,20 @@ def judge_term(term: Term, r: dict[str, Any], confidence: float, context: Sequen
     return TermVerdict(term, PASS if term.holds(value) else FAIL, value=value, reason=why)
 
 
-def fp32_reference(r: dict[str, Any], records: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
-    """The fp32 cell a variant is compared with: same model, knobs, batch, device; torch first, else same runtime."""
-    same = [c for c in records
-            if c.get("status") == "ok" and c.get("precision") == "fp32" and c.get("model") == r.get("model")
-            and (c.get("knobs") or "") == (r.get("knobs") or "") and c.get("batch") == r.get("batch")
-            and c.get("device") == r.get("device") and (c.get("mode") or "infer") == (r.get("mode") or "infer")]
-    for rt in ("torch", r.get("runtime")):
-        for c in same:
-            if c.get("runtime") == rt:
-                return c
-    return same[0] if same else None
-
-
-def judge_record(r: dict[str, Any], budget: Budget, context: Sequence[dict[str, Any]] = ()) -> RecordVerdict:
-    status = r.get("status", "ok")
-    if status == "skipped":
-        return RecordVerdict(r, SKIPPED, reason=r.get("error", ""))
-    if status != "ok":
-        return RecordVerdict(r, ERROR, reason=f"cell {status}: {r.get('error', '')}")
+def judge_record(r: Record, budget: Budget, context: Sequence[Record] = ()) -> RecordVerdict:
+    """One record against a budget; ``context``: the records its derived metrics look in (its fp32 sibling)."""
+    if r.status == "skipped":
+        return RecordVerdict(r, SKIPPED, reason=r.error or "")
+    if not r.ok:
+        return RecordVerdict(r, ERROR, reason=f"cell {r.status}: {r.error or ''}")
     tv = tuple(judge_term(t, r, budget.confidence, context) for t in budget.terms)
     return RecordVerdict(r, _combine(t.verdict for t in tv), tv)
 
 
-def judge(records: Sequence[dict[str, Any]], budget: Budget) -> list[RecordVerdict]:
+def judge(records: Sequence[Record], budget: Budget) -> list[RecordVerdict]:
     """Verdicts of every record (its fp32 siblings in ``records`` give the derived task_metric_drop)."""
     # Max-batch search trials are probes, not candidates: their failures are expected and judged by nobody.
-    return [judge_record(r, budget, records) for r in records if r.get("mode") != "maxbatch-trial"]
+    return [judge_record(r, budget, records) for r in records if r.mode != "maxbatch-trial"]
 
 
 def summary(verdicts: Sequence[RecordVerdict]) -> dict[str, int]:
@@ -466,3 +338,43 @@ def exit_code(verdicts: Sequence[RecordVerdict], strict: bool = False) -> int:
     """1 when any record FAILs or ERRORs (and, with strict, when any is INCONCLUSIVE); else 0."""
     bad = {FAIL, ERROR} | ({INCONCLUSIVE} if strict else set())
     return 1 if any(v.verdict in bad for v in verdicts) else 0
+
+
+# ------------------------------------------------------------------------------------- verdicts beside records
+
+
+@dataclass(frozen=True)
+class CellVerdict:
+    """A record's budget verdict as a report shows it beside the record: the verdict and why it is not PASS."""
+
+    verdict: str  # PASS | FAIL | INCONCLUSIVE | ERROR | SKIPPED
+    reason: str = ""
+
+
+# Verdicts beside records are keyed by archbench.bench.analyze.merge.machine_cell_key (machine and cell).
+Verdicts = Mapping[tuple, CellVerdict]
+
+
+def verdicts_from_json(data: Any, records: Sequence[Record]) -> dict[tuple, CellVerdict]:
+    """Match a verdicts.json (what ``archbench run --budget`` writes: ``verdicts_json`` of archbench.bench.report.verdicts)
+    to ``records`` by cell (model, knobs, runtime, precision, batch)."""
+    if not isinstance(data, list):
+        return {}
+    by_cell = {(v.get("model"), v.get("knobs") or "", v.get("runtime"), v.get("precision"), v.get("batch")): v
+               for v in data if isinstance(v, dict)}
+    out = {}
+    for r in records:
+        v = by_cell.get((r.model, r.knobs or "", r.runtime, r.precision, r.batch))
+        if v is None:
+            continue
+        why = [f"{t.get('term')} {t.get('verdict')}" + (f": {t['reason']}" if t.get("reason") else "")
+               for t in v.get("terms", []) if isinstance(t, dict) and t.get("verdict") != PASS]
+        out[machine_cell_key(r)] = CellVerdict(str(v.get("verdict")), "; ".join(why) or str(v.get("reason") or ""))
+    return out
+
+
+def verdict_of(r: Record, verdicts: Verdicts) -> CellVerdict | None:
+    """The verdict reported beside ``r``, from a map keyed by archbench.bench.analyze.merge.machine_cell_key."""
+    if not verdicts:
+        return None
+    return verdicts.get(machine_cell_key(r))

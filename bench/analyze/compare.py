@@ -4,6 +4,9 @@ samples so that noise is not reported as a regression.
     result = compare(load_records([base]), load_records([new]), parse_fail_on("p95_ms:+10%"))
     result.exit_code   # 1 when a gated change exceeds its threshold and is significant
 
+Records in, dataclasses out (CellComparison, Change); the tests live in archbench.bench.analyze.significance and the
+text (table, verdict, legend, JSON, CSV rows) in archbench.bench.report.compare.
+
 **Significance.** A change of a sample-based metric (latency percentiles, mean, throughput) is *significant* when
 both tests agree at level alpha (default 0.05):
 
@@ -22,161 +25,47 @@ their changes are reported untested, and gated on the threshold alone.
 
 **Gating.** ``--fail-on "p95_ms:+10%,throughput_sps:-5%"``: a cell fails when the metric moved in the stated
 direction by more than the stated amount *and* the change is significant (or the metric is single-valued).
-A cell that ran in BASE but failed in NEW fails the gate too. Cells whose environment fingerprints
-(archbench.bench.env.fingerprint) differ are marked and never gated unless ``force`` is set.
+A cell that ran in BASE but failed in NEW fails the gate too. Cells whose environment differs (archbench.bench.env.fingerprint,
+and the cell's own ``runtime_version`` when both sides recorded one) are marked and never gated unless ``force``
+is set.
+
+**Metrics.** ``--fail-on`` takes any metric of the registry (archbench.bench.analyze.metrics) that can be gated
+(``metrics.gateable``): latency percentiles p50-p99, mean and throughput (tested on the samples), and single-valued
+ones such as peak_rss_mib, cuda_mem_mib, size_mib or top1_agree (gated on the threshold alone).
 """
 
 from __future__ import annotations
 
-import math
 import re
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
-import numpy as np
-
+from archbench.bench.analyze.metrics import METRICS, Metric, gateable, metric
+from archbench.bench.analyze.significance import (
+    STATS,
+    MannWhitney,
+    RatioCI,
+    bootstrap_ratio_cis,
+    mann_whitney_u,
+)
 from archbench.bench.analyze.stats import CV_WARN
-from archbench.bench.env import fingerprint
+from archbench.bench.env import FINGERPRINT_FIELDS, fingerprint
 from archbench.bench.errors import UsageError
 from archbench.bench.measure.harness import BUSY_PCT
+from archbench.bench.record import Record
 
-# ----------------------------------------------------------------------------------------------------- statistics
+__all__ = ["STATS", "MannWhitney", "RatioCI", "bootstrap_ratio_cis", "mann_whitney_u"]  # re-exported statistics
 
-
-@dataclass(frozen=True)
-class MannWhitney:
-    u: float  # U statistic of NEW: the number of (base, new) pairs with new > base, ties counting 1/2
-    z: float  # standardized U (continuity- and tie-corrected); > 0 means NEW tends to be larger (slower)
-    p_value: float  # two-sided, normal approximation
-    n_base: int
-    n_new: int
-
-    @property
-    def prob_new_greater(self) -> float:
-        """P(a NEW sample > a BASE sample) + P(tie)/2: 0.5 for no shift (the 'common-language effect size')."""
-        return self.u / (self.n_base * self.n_new)
-
-
-def _average_ranks(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """1-based ranks of x, ties sharing their average rank; and the size of every tie group."""
-    order = np.argsort(x, kind="mergesort")
-    _, start, counts = np.unique(x[order], return_index=True, return_counts=True)
-    avg = start + (counts + 1) / 2.0  # group occupying sorted positions start..start+t-1 -> mean 1-based rank
-    ranks = np.empty(x.size, dtype=np.float64)
-    ranks[order] = np.repeat(avg, counts)
-    return ranks, counts
-
-
-def mann_whitney_u(base: Sequence[float], new: Sequence[float]) -> MannWhitney:
-    """Two-sided Mann–Whitney U test of NEW against BASE (normal approximation, tie and continuity corrected).
-
-    U_new = R_new - n2 (n2 + 1) / 2, where R_new is the rank sum of NEW in the pooled sample (average ranks for ties).
-    Under H0, E[U] = n1 n2 / 2 and Var[U] = n1 n2 / 12 * ((n + 1) - sum(t^3 - t) / (n (n - 1))), n = n1 + n2,
-    t = size of each tie group. z = (|U - E[U]| - 1/2) / sqrt(Var[U]) signed like U - E[U]; p = erfc(|z| / sqrt 2).
-    The normal approximation is good from about 8 samples per side; archbench takes at least 20.
-    """
-    a = np.asarray(base, dtype=np.float64)
-    b = np.asarray(new, dtype=np.float64)
-    n1, n2 = a.size, b.size
-    if n1 == 0 or n2 == 0:
-        raise ValueError("mann_whitney_u needs samples on both sides")
-    ranks, ties = _average_ranks(np.concatenate([a, b]))
-    u = float(ranks[n1:].sum() - n2 * (n2 + 1) / 2.0)
-    n = n1 + n2
-    mu = n1 * n2 / 2.0
-    tie_term = float(np.sum(ties.astype(np.float64) ** 3 - ties)) / (n * (n - 1)) if n > 1 else 0.0
-    var = n1 * n2 / 12.0 * ((n + 1) - tie_term)
-    if var <= 0:  # every value identical: no evidence of any shift
-        return MannWhitney(u, 0.0, 1.0, n1, n2)
-    diff = u - mu
-    z = math.copysign(max(abs(diff) - 0.5, 0.0), diff) / math.sqrt(var)
-    return MannWhitney(u, z, math.erfc(abs(z) / math.sqrt(2.0)), n1, n2)
-
-
-# Statistics a bootstrap computes on each resample. Percentiles use numpy's "linear" method like archbench.bench.analyze.stats.
-STATS = ("p50", "p90", "p95", "p99", "mean")
-_Q = (50.0, 90.0, 95.0, 99.0)
-
-
-def _stats_rows(x: np.ndarray) -> np.ndarray:
-    """(k, n) resamples -> (len(STATS), k) statistics."""
-    qs = np.percentile(x, _Q, axis=1, method="linear")
-    return np.vstack([qs, x.mean(axis=1)])
-
-
-@dataclass(frozen=True)
-class RatioCI:
-    ratio: float  # statistic of NEW / statistic of BASE, on the full samples
-    lo: float  # percentile-bootstrap confidence interval of the ratio
-    hi: float
-    level: float  # e.g. 0.95
-
-    @property
-    def excludes_one(self) -> bool:
-        return self.lo > 1.0 or self.hi < 1.0
-
-
-def bootstrap_ratio_cis(
-    base: Sequence[float], new: Sequence[float], alpha: float = 0.05, n_boot: int = 1000, seed: int = 0,
-) -> dict[str, RatioCI]:
-    """Percentile-bootstrap (1 - alpha) CIs of NEW/BASE for every statistic in STATS (p50 ... mean).
-
-    Each of ``n_boot`` rounds resamples both sides with replacement (same size as the side) and takes the ratio
-    of the statistic; the CI is the alpha/2 and 1 - alpha/2 quantiles of those ratios. Resamples are drawn in
-    chunks so that memory stays ~ 16 MiB whatever the sample count. Deterministic for a given seed."""
-    a = np.asarray(base, dtype=np.float64)
-    b = np.asarray(new, dtype=np.float64)
-    if a.size == 0 or b.size == 0:
-        raise ValueError("bootstrap_ratio_cis needs samples on both sides")
-    rng = np.random.default_rng(seed)
-    point = _stats_rows(b[None, :])[:, 0] / _stats_rows(a[None, :])[:, 0]
-    chunk = max(1, min(n_boot, 2_000_000 // max(a.size, b.size)))
-    ratios = []
-    done = 0
-    while done < n_boot:
-        k = min(chunk, n_boot - done)
-        sa = _stats_rows(a[rng.integers(0, a.size, size=(k, a.size))])
-        sb = _stats_rows(b[rng.integers(0, b.size, size=(k, b.size))])
-        ratios.append(sb / sa)
-        done += k
-    r = np.concatenate(ratios, axis=1)
-    lo, hi = np.quantile(r, [alpha / 2, 1 - alpha / 2], axis=1)
-    return {s: RatioCI(float(point[i]), float(lo[i]), float(hi[i]), 1 - alpha) for i, s in enumerate(STATS)}
-
-
-# ----------------------------------------------------------------------------------------------------- metrics
-
-
-@dataclass(frozen=True)
-class Metric:
-    name: str  # the name --fail-on uses
-    field: str  # the Record field
-    stat: str | None  # the bootstrap statistic it is (STATS), None for a single-valued metric
-    worse: int  # +1: larger is worse (latency, memory); -1: smaller is worse (throughput)
-    inverse: bool = False  # the metric is 1/stat (throughput = batch / mean latency): its ratio is 1/stat ratio
-
-
-METRICS: dict[str, Metric] = {m.name: m for m in (
-    Metric("p50_ms", "latency_p50_ms", "p50", +1),
-    Metric("p90_ms", "latency_p90_ms", "p90", +1),
-    Metric("p95_ms", "latency_p95_ms", "p95", +1),
-    Metric("p99_ms", "latency_p99_ms", "p99", +1),
-    Metric("mean_ms", "latency_mean_ms", "mean", +1),
-    Metric("throughput_sps", "throughput_sps", "mean", -1, inverse=True),
-    Metric("peak_rss_mib", "peak_rss_mib", None, +1),
-    Metric("cuda_max_allocated_mib", "cuda_max_allocated_mib", None, +1),
-)}
-_ALIASES = {m.field: m.name for m in METRICS.values()} | {"sps": "throughput_sps", "rss_mib": "peak_rss_mib",
-                                                          "memory": "peak_rss_mib"}
-# What the table shows for every cell (the gate may use any metric of METRICS).
+# What the table shows for every cell (the gate may use any gateable metric).
 SHOWN = ("p50_ms", "p95_ms", "throughput_sps", "peak_rss_mib")
+
+# ----------------------------------------------------------------------------------------------------- thresholds
 
 
 @dataclass(frozen=True)
 class Threshold:
-    metric: str  # a METRICS name
+    metric: str  # a metrics.METRICS name
     limit: float  # signed fraction: +0.10 fails on a rise of more than 10%, -0.05 on a fall of more than 5%
 
     def describe(self) -> str:
@@ -185,6 +74,11 @@ class Threshold:
 
 
 _THRESHOLD_RE = re.compile(r"^\s*([A-Za-z0-9_]+)\s*:\s*([+-]?)\s*(\d+(?:\.\d+)?)\s*%\s*$")
+
+
+def fail_on_metrics() -> list[str]:
+    """The metric names ``--fail-on`` accepts (archbench.bench.analyze.metrics.gateable), in registry order."""
+    return [m.name for m in METRICS.values() if gateable(m)]
 
 
 def parse_fail_on(text: str | None) -> list[Threshold]:
@@ -199,11 +93,14 @@ def parse_fail_on(text: str | None) -> list[Threshold]:
         if not m:
             raise UsageError(f"bad --fail-on item {part.strip()!r}: expected METRIC:+N% or METRIC:-N%, "
                              "e.g. p95_ms:+10%")
-        name = _ALIASES.get(m.group(1), m.group(1))
-        if name not in METRICS:
-            raise UsageError(f"unknown --fail-on metric {m.group(1)!r}; known: {', '.join(METRICS)}")
-        sign = {"+": 1, "-": -1, "": METRICS[name].worse}[m.group(2)]
-        out.append(Threshold(name, sign * float(m.group(3)) / 100.0))
+        try:
+            met = metric(m.group(1))
+        except UsageError:
+            met = None
+        if met is None or met.name not in METRICS or not gateable(met):
+            raise UsageError(f"unknown --fail-on metric {m.group(1)!r}; known: {', '.join(fail_on_metrics())}")
+        sign = {"+": 1, "-": -1, "": met.worse}[m.group(2)]
+        out.append(Threshold(met.name, sign * float(m.group(3)) / 100.0))
     return out
 
 
@@ -233,7 +130,7 @@ class CellComparison:
     status: str  # compared | only in base | only in new | failed in base | failed in new | failed in both
     mode: str = "infer"  # infer | train (Record.mode)
     env_match: bool = True
-    env_diff: str = ""  # which fingerprint fields differ, "field base -> new"
+    env_diff: str = ""  # which environment fields differ, "field base -> new"
     changes: dict[str, Change] = field(default_factory=dict)
     mwu: MannWhitney | None = None
     failures: list[str] = field(default_factory=list)  # the thresholds this cell exceeded significantly
@@ -262,40 +159,43 @@ class Comparison:
         return 1 if self.failures else 0
 
 
-_FP_FIELDS = ("cpu_model", "cpu_count", "gpu_name", "torch_version", "onnxruntime_version", "threads")
+def env_diff(a: Record, b: Record) -> str:
+    """Which environment fields differ between two records of one cell, as "field base -> new": the machine
+    fingerprint's fields (archbench.bench.env.FINGERPRINT_FIELDS), and ``runtime_version`` when both recorded one
+    (a new onnxruntime or openvino under the same torch is a different environment too)."""
+    diffs = [f"{k} {getattr(a, k)} -> {getattr(b, k)}" for k in FINGERPRINT_FIELDS
+             if str(getattr(a, k)) != str(getattr(b, k))]
+    if a.runtime_version and b.runtime_version and a.runtime_version != b.runtime_version:
+        diffs.append(f"runtime_version {a.runtime_version} -> {b.runtime_version}")
+    return ", ".join(diffs)
 
 
-def _env_diff(a: dict[str, Any], b: dict[str, Any]) -> str:
-    return ", ".join(f"{k} {a.get(k)} -> {b.get(k)}" for k in _FP_FIELDS if str(a.get(k, "")) != str(b.get(k, "")))
+def _pair_key(r: Record) -> tuple:
+    # Record.key without threads: a thread-count change is an environment difference, not a new cell.
+    return (r.model, r.knobs or "", r.runtime, r.precision, r.batch, r.device, r.mode or "infer")
 
 
-def _pair_key(r: dict[str, Any]) -> tuple:
-    # archbench.bench.record.cell_key without threads: a thread-count change is an environment difference, not a new cell.
-    return (r.get("model"), r.get("knobs") or "", r.get("runtime"), r.get("precision"), r.get("batch"),
-            r.get("device"), r.get("mode") or "infer")
-
-
-def pair_cells(
-    base: Sequence[dict[str, Any]], new: Sequence[dict[str, Any]]
-) -> list[tuple[dict[str, Any] | None, dict[str, Any] | None]]:
+def pair_cells(base: Sequence[Record], new: Sequence[Record]) -> list[tuple[Record | None, Record | None]]:
     """(base, new) record pairs of the same cell; one side None when the other run lacks the cell.
 
     When a side holds several records of one cell (several machines or thread counts), records with the same
     fingerprint pair first, then the same hostname and threads, then the same threads."""
-    nb: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
+    nb: dict[tuple, list[Record]] = defaultdict(list)
     for r in new:
         nb[_pair_key(r)].append(r)
-    pairs: list[tuple[dict[str, Any] | None, dict[str, Any] | None]] = []
-    bb: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
+    pairs: list[tuple[Record | None, Record | None]] = []
+    bb: dict[tuple, list[Record]] = defaultdict(list)
     for r in base:
         bb[_pair_key(r)].append(r)
+    same_as: tuple[Callable[[Record], object], ...] = (fingerprint, lambda r: (r.hostname, r.threads),
+                                                      lambda r: r.threads)
     for key, bs in bb.items():
         ns = list(nb.pop(key, []))
         bs = list(bs)
         if len(bs) == 1 and len(ns) == 1:
             pairs.append((bs[0], ns[0]))
             continue
-        for same in (fingerprint, lambda r: (r.get("hostname"), r.get("threads")), lambda r: r.get("threads")):
+        for same in same_as:
             for b in list(bs):
                 match = next((n for n in ns if same(n) == same(b)), None)
                 if match is not None:
@@ -308,20 +208,17 @@ def pair_cells(
     return pairs
 
 
-def _cell(r: dict[str, Any], status: str) -> CellComparison:
-    return CellComparison(model=str(r.get("model")), knobs=str(r.get("knobs") or ""), runtime=str(r.get("runtime")),
-                          precision=str(r.get("precision")), batch=int(r.get("batch") or 0),
-                          device=str(r.get("device")), threads=int(r.get("threads") or 0), status=status,
-                          mode=str(r.get("mode") or "infer"))
+def _cell(r: Record, status: str) -> CellComparison:
+    return CellComparison(model=r.model, knobs=r.knobs or "", runtime=r.runtime, precision=r.precision,
+                          batch=int(r.batch or 0), device=r.device, threads=int(r.threads or 0), status=status,
+                          mode=r.mode or "infer")
 
 
-def _change(m: Metric, b: dict[str, Any], n: dict[str, Any], cis: dict[str, RatioCI] | None,
-            mwu: MannWhitney | None, alpha: float) -> Change:
-    vb, vn = b.get(m.field), n.get(m.field)
+def _change(m: Metric, b: Record, n: Record, cis: dict[str, RatioCI] | None, mwu: MannWhitney | None,
+            alpha: float) -> Change:
+    vb, vn = m.value(b), m.value(n)
     ch = vn / vb - 1.0 if vb and vn is not None else None
-    if m.stat is None:
-        return Change(m.name, vb, vn, ch, None, None, None)
-    if cis is None or mwu is None:
+    if m.stat is None or cis is None or mwu is None:
         return Change(m.name, vb, vn, ch, None, None, None)
     ci = cis[m.stat]
     lo, hi = (1.0 / ci.hi - 1.0, 1.0 / ci.lo - 1.0) if m.inverse else (ci.lo - 1.0, ci.hi - 1.0)
@@ -335,30 +232,28 @@ def _exceeds(t: Threshold, c: Change) -> bool:
 
 
 def compare_pair(
-    b: dict[str, Any], n: dict[str, Any], thresholds: Sequence[Threshold] = (), alpha: float = 0.05,
-    force: bool = False, n_boot: int = 1000, seed: int = 0,
+    b: Record, n: Record, thresholds: Sequence[Threshold] = (), alpha: float = 0.05, force: bool = False,
+    n_boot: int = 1000, seed: int = 0,
 ) -> CellComparison:
     """Compare one cell measured in BASE (b) and NEW (n): changes, tests and the gate."""
     c = _cell(n, "compared")
-    c.env_diff = _env_diff(b, n)
+    c.env_diff = env_diff(b, n)
     c.env_match = not c.env_diff
     c.gated = c.env_match or force
-    ok_b, ok_n = b.get("status") == "ok", n.get("status") == "ok"
-    if not (ok_b and ok_n):
-        c.status = "failed in both" if not (ok_b or ok_n) else ("failed in new" if ok_b else "failed in base")
+    if not (b.ok and n.ok):
+        c.status = "failed in both" if not (b.ok or n.ok) else ("failed in new" if b.ok else "failed in base")
         if c.status == "failed in new" and thresholds:
-            c.failures.append(f"ok in base, {n.get('status')} in new: {str(n.get('error') or '')[:80]}")
+            c.failures.append(f"ok in base, {n.status} in new: {str(n.error or '')[:80]}")
         return c
-    c.unstable = any((r.get("latency_cv") or 0) > CV_WARN for r in (b, n))
-    busy = max((r.get("other_cpu_pct") or 0.0) for r in (b, n))
+    c.unstable = any((r.latency_cv or 0) > CV_WARN for r in (b, n))
+    busy = max((r.other_cpu_pct or 0.0) for r in (b, n))
     c.busy_pct = busy if busy > BUSY_PCT else None
-    sb, sn = b.get("samples_ms") or [], n.get("samples_ms") or []
+    sb, sn = b.samples_ms or [], n.samples_ms or []
     cis = None
     if len(sb) >= 2 and len(sn) >= 2:
         c.mwu = mann_whitney_u(sb, sn)
         cis = bootstrap_ratio_cis(sb, sn, alpha=alpha, n_boot=n_boot, seed=seed)
-    wanted = list(SHOWN) + [t.metric for t in thresholds if t.metric not in SHOWN]
-    for name in wanted:
+    for name in shown_metrics(thresholds):
         c.changes[name] = _change(METRICS[name], b, n, cis, c.mwu, alpha)
     for t in thresholds:
         ch = c.changes[t.metric]
@@ -370,15 +265,21 @@ def compare_pair(
     return c
 
 
+def shown_metrics(thresholds: Sequence[Threshold] = ()) -> list[str]:
+    """SHOWN, then every gated metric not among them: the metrics each compared cell carries a Change of."""
+    return list(SHOWN) + [t.metric for t in thresholds if t.metric not in SHOWN]
+
+
 def compare(
-    base: Sequence[dict[str, Any]], new: Sequence[dict[str, Any]], thresholds: Sequence[Threshold] = (),
-    alpha: float = 0.05, force: bool = False, n_boot: int = 1000, seed: int = 0,
+    base: Sequence[Record], new: Sequence[Record], thresholds: Sequence[Threshold] = (), alpha: float = 0.05,
+    force: bool = False, n_boot: int = 1000, seed: int = 0,
 ) -> Comparison:
     """Compare every cell of BASE with the same cell of NEW (see the module docstring for the rules)."""
     if not 0 < alpha < 1:
         raise UsageError(f"--alpha must be between 0 and 1, got {alpha}")
-    def measured(rs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:  # --find-max-batch trials are no cells
-        return [r for r in rs if r.get("mode") != "maxbatch-trial"]
+
+    def measured(rs: Sequence[Record]) -> list[Record]:  # --find-max-batch trials are no cells
+        return [r for r in rs if r.mode != "maxbatch-trial"]
 
     cells = []
     for b, n in pair_cells(measured(base), measured(new)):
@@ -389,120 +290,3 @@ def compare(
         assert r is not None
         cells.append(_cell(r, "only in base" if n is None else "only in new"))
     return Comparison(cells, list(thresholds), alpha, force)
-
-
-# ----------------------------------------------------------------------------------------------------- output
-
-
-def _pct_cell(ch: Change | None) -> str:
-    if ch is None or ch.change is None:
-        return "-"
-    mark = {True: " *", False: "", None: " ?"}[ch.significant]
-    if ch.change >= 1.0:  # +11007.6% reads worse than 111x
-        return f"{1 + ch.change:.3g}x{mark}"
-    return f"{ch.change:+.1%}{mark}"
-
-
-def _num(x: float | None) -> str:
-    if x is None:
-        return "-"
-    return f"{x:,.0f}" if abs(x) >= 1000 else f"{x:.3g}"
-
-
-def verdict(c: CellComparison) -> str:
-    if c.failures:
-        text = ("FAIL: " if c.gated else "beyond threshold, not gated: ") + "; ".join(c.failures)
-    elif c.status != "compared":
-        text = c.status
-    else:
-        p50 = c.changes.get("p50_ms")
-        if p50 is not None and p50.significant:
-            text = "slower" if (p50.change or 0) > 0 else "faster"
-        elif p50 is not None and p50.significant is None:
-            text = "untested (no raw samples)"
-        else:
-            text = "no significant change"
-    if c.unstable:
-        text += " [unstable: CV > 10%]"
-    if c.busy_pct is not None:
-        text += f" [busy machine: {c.busy_pct:.0f}% other CPU]"
-    if not c.env_match:
-        text += f" [env differs: {c.env_diff}" + ("]" if c.gated else "; not gated]")
-    return text
-
-
-COLUMNS = ("model", "runtime", "precision", "batch", "device", "p50 ms base", "p50 ms new", "Δ p50", "Δ p95",
-           "Δ samples/s", "Δ peak RSS", "p (MWU)", "verdict")
-
-
-def table_rows(result: Comparison) -> list[list[str]]:
-    """Rows for COLUMNS, display strings (' *' significant, ' ?' untested)."""
-    rows = []
-    for c in result.cells:
-        p50 = c.changes.get("p50_ms")
-        model = c.model + (f" {c.knobs}" if c.knobs not in ("", "{}") else "") + \
-            ("" if c.mode == "infer" else f" ({c.mode})")
-        rows.append([
-            model, c.runtime, c.precision, str(c.batch), c.device,
-            _num(p50.base if p50 else None), _num(p50.new if p50 else None),
-            _pct_cell(p50), _pct_cell(c.changes.get("p95_ms")), _pct_cell(c.changes.get("throughput_sps")),
-            _pct_cell(c.changes.get("peak_rss_mib")),
-            "-" if c.mwu is None else (f"{c.mwu.p_value:.2g}" if c.mwu.p_value >= 1e-4 else "<1e-4"),
-            verdict(c),
-        ])
-    return rows
-
-
-def legend(result: Comparison) -> str:
-    gate = ", ".join(t.describe() for t in result.thresholds) or "none (report only)"
-    return (f"Δ = new / base - 1 (a rise beyond +100% shown as the ratio, e.g. 3.2x). * = significant at alpha "
-            f"{result.alpha:g} (Mann-Whitney U p < alpha and the bootstrap {1 - result.alpha:.0%} CI of the ratio "
-            f"excludes 1); ? = untested (single value or no raw samples). Gate: {gate}{' (--force: env differences gated too)' if result.force else ''}.")
-
-
-def summary(result: Comparison) -> str:
-    n = len(result.cells)
-    compared = [c for c in result.cells if c.status == "compared"]
-    sig = [c for c in compared if (ch := c.changes.get("p50_ms")) is not None and ch.significant]
-    env = [c for c in result.cells if not c.env_match]
-    parts = [f"{n} cells, {len(compared)} compared", f"{len(sig)} with a significant p50 change"]
-    if env:
-        parts.append(f"{len(env)} with a different environment" + ("" if result.force else " (not gated)"))
-    if result.thresholds:
-        parts.append(f"{len(result.failures)} failing the gate")
-    return "; ".join(parts)
-
-
-def to_json(result: Comparison) -> dict[str, Any]:
-    from dataclasses import asdict
-
-    cells = []
-    for c in result.cells:
-        d = asdict(c)
-        d["mwu"] = None if c.mwu is None else {**asdict(c.mwu), "prob_new_greater": c.mwu.prob_new_greater}
-        d["failed"] = c.failed
-        d["verdict"] = verdict(c)
-        cells.append(d)
-    return {"alpha": result.alpha, "force": result.force,
-            "thresholds": [{"metric": t.metric, "limit": t.limit} for t in result.thresholds],
-            "exit_code": result.exit_code, "cells": cells}
-
-
-def flat_rows(result: Comparison) -> list[dict[str, Any]]:
-    """One flat dict per cell (for CSV): identity, status, env, then base/new/change/CI/significant per metric."""
-    names = list(SHOWN) + [t.metric for t in result.thresholds if t.metric not in SHOWN]
-    rows = []
-    for c in result.cells:
-        row: dict[str, Any] = {"model": c.model, "knobs": c.knobs, "mode": c.mode, "runtime": c.runtime,
-                               "precision": c.precision, "batch": c.batch, "device": c.device, "threads": c.threads,
-                               "status": c.status,
-                               "env_match": c.env_match, "env_diff": c.env_diff,
-                               "mwu_p": None if c.mwu is None else c.mwu.p_value}
-        for m in names:
-            ch = c.changes.get(m)
-            for k in ("base", "new", "change", "ci_lo", "ci_hi", "significant"):
-                row[f"{m}_{k}"] = None if ch is None else getattr(ch, k)
-        row["failed"] = c.failed
-        row["verdict"] = verdict(c)
-        rows.append(row)
-    return rows

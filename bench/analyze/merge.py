@@ -8,8 +8,10 @@ A *machine* here is one ``archbench.bench.env.fingerprint`` (CPU model and count
 threads): records with the same fingerprint were measured under conditions whose timings compare directly.
 Its label is the hostname, with the fields that tell same-named machines apart appended when needed.
 
-Records of different ``schema_version`` are never mixed: a field may have changed meaning between versions
-(bench/record.py bumps the version when that happens), so ``load_records`` raises a UsageError instead.
+Records come back as archbench.bench.record.Record objects (older schemas migrated on read), but runs written with
+different ``schema_version`` are never mixed: a field may have changed meaning between versions (bench/record.py
+bumps the version when that happens), so ``load_records`` raises a UsageError instead. ``load_runs`` keeps the
+file each record came from (``RunFile``), for the run folders' peaks.json and verdicts.json.
 """
 
 from __future__ import annotations
@@ -22,11 +24,7 @@ from typing import Any
 
 from archbench.bench.env import fingerprint
 from archbench.bench.errors import UsageError
-from archbench.bench.record import SCHEMA_VERSION, cell_key, read_jsonl
-
-# Key under which load_records remembers which file a record came from. Not a Record field: CSV writers drop it
-# (extrasaction="ignore") and report.json strips keys that start with "_".
-SOURCE = "_source"
+from archbench.bench.record import SCHEMA_VERSION, Record, SchemaError, read_jsonl
 
 
 def resolve_paths(paths: Iterable[str | Path]) -> list[Path]:
@@ -50,11 +48,39 @@ def resolve_paths(paths: Iterable[str | Path]) -> list[Path]:
     return list(unique.values())
 
 
-def check_schema(records: Sequence[dict[str, Any]]) -> int:
-    """The one schema_version of ``records``; UsageError when they mix versions or come from a newer archbench."""
+@dataclass(frozen=True)
+class RunFile:
+    """The records of one JSONL file, in file order, and the schema versions they were written with (before
+    archbench.bench.record migrated them to the current one)."""
+
+    path: Path
+    records: tuple[Record, ...]
+    versions: frozenset[Any]
+
+
+def read_run(path: Path) -> RunFile:
+    """One records file as Records (Record.from_dict: older schemas migrated); UsageError for one it cannot read."""
+    records: list[Record] = []
+    versions = set()
+    for d in read_jsonl(path):
+        versions.add(d.get("schema_version", 1))
+        try:
+            records.append(Record.from_dict(d))
+        except SchemaError:
+            continue  # check_schema refuses it, naming the versions and files
+        except (TypeError, ValueError):
+            continue  # not a record (no identity fields)
+    return RunFile(path, tuple(records), frozenset(versions))
+
+
+def check_schema(runs: Sequence[RunFile]) -> int:
+    """The one schema_version ``runs`` were written with; UsageError when they mix versions or come from a newer
+    archbench. (Migration brings a record up to date field by field, but a field may still mean something else in
+    an old run, e.g. schema 1's ONNX Runtime peak RSS included torch: runs of different versions are not mixed.)"""
     by_version: dict[Any, set[str]] = defaultdict(set)
-    for r in records:
-        by_version[r.get("schema_version")].add(str(r.get(SOURCE, "?")))
+    for run in runs:
+        for v in run.versions:
+            by_version[v].add(str(run.path))
     if len(by_version) > 1:
         parts = "; ".join(f"v{v}: {', '.join(sorted(srcs)[:3])}{' ...' if len(srcs) > 3 else ''}"
                           for v, srcs in sorted(by_version.items(), key=lambda kv: str(kv[0])))
@@ -64,31 +90,48 @@ def check_schema(records: Sequence[dict[str, Any]]) -> int:
     if isinstance(version, int) and version > SCHEMA_VERSION:
         raise UsageError(f"records have schema_version {version}, newer than this archbench understands "
                          f"({SCHEMA_VERSION}); upgrade archbench")
-    return version if isinstance(version, int) else SCHEMA_VERSION
+    if not isinstance(version, int) or version < 1:
+        raise UsageError(f"records have schema_version {version!r}, which this archbench cannot read")
+    return version
 
 
-def dedupe(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+def machine_cell_key(r: Record) -> tuple:
+    """(machine fingerprint, cell key): what identifies a record among several runs and machines."""
+    return (fingerprint(r), r.key())
+
+
+def dedupe(records: Iterable[Record]) -> list[Record]:
     """The last record of each (machine, cell), in first-seen order: a resumed run's retry replaces its failure,
     while the same cell measured on two machines stays twice."""
-    out: dict[tuple, dict[str, Any]] = {}
+    out: dict[tuple, Record] = {}
     for r in records:
-        out[(fingerprint(r), cell_key(r))] = r
+        out[machine_cell_key(r)] = r
     return list(out.values())
 
 
-def load_records(paths: Iterable[str | Path]) -> list[dict[str, Any]]:
-    """Every record of ``paths`` (files or run folders), schema-checked and de-duplicated per machine and cell.
+def read_runs(paths: Iterable[str | Path]) -> list[RunFile]:
+    """Every records file of ``paths`` (files or run folders), read; not yet schema-checked (``check_schema``)."""
+    return [read_run(f) for f in resolve_paths(paths)]
 
-    Each record dict gets ``_source`` (the file it came from)."""
-    files = resolve_paths(paths)
-    records: list[dict[str, Any]] = []
-    for f in files:
-        for r in read_jsonl(f):
-            records.append({**r, SOURCE: str(f)})
+
+def load_runs(paths: Iterable[str | Path]) -> list[RunFile]:
+    """Every records file of ``paths`` (files or run folders), read and schema-checked together."""
+    runs = read_runs(paths)
+    check_schema(runs)
+    return runs
+
+
+def merge_runs(runs: Sequence[RunFile]) -> list[Record]:
+    """The records of ``runs``, de-duplicated per machine and cell; UsageError when there are none."""
+    records = dedupe(r for run in runs for r in run.records)
     if not records:
-        raise UsageError(f"no records in {', '.join(map(str, files))}")
-    check_schema(records)
-    return dedupe(records)
+        raise UsageError(f"no records in {', '.join(str(run.path) for run in runs)}")
+    return records
+
+
+def load_records(paths: Iterable[str | Path]) -> list[Record]:
+    """Every record of ``paths`` (files or run folders), schema-checked and de-duplicated per machine and cell."""
+    return merge_runs(load_runs(paths))
 
 
 # ----------------------------------------------------------------------------------------------------- machines
@@ -115,19 +158,19 @@ _DISTINGUISH = (("gpu_name", "{}"), ("cpu_model", "{}"), ("cpu_count", "{} CPUs"
                 ("torch_version", "torch {}"), ("onnxruntime_version", "ort {}"))
 
 
-def machines(records: Sequence[dict[str, Any]]) -> list[Machine]:
+def machines(records: Sequence[Record]) -> list[Machine]:
     """One Machine per fingerprint, in first-seen order, with labels unique among them."""
-    first: dict[str, dict[str, Any]] = {}
+    first: dict[str, Record] = {}
     runs: dict[str, list[str]] = defaultdict(list)
     count: dict[str, int] = defaultdict(int)
     for r in records:
         k = fingerprint(r)
         first.setdefault(k, r)
         count[k] += 1
-        rid = str(r.get("run_id") or "")
+        rid = r.run_id or ""
         if rid and rid not in runs[k]:
             runs[k].append(rid)
-    labels = {k: str(r.get("hostname") or "unknown-host") for k, r in first.items()}
+    labels = {k: r.hostname or "unknown-host" for k, r in first.items()}
     by_label: dict[str, list[str]] = defaultdict(list)
     for k, lab in labels.items():
         by_label[lab].append(k)
@@ -135,20 +178,19 @@ def machines(records: Sequence[dict[str, Any]]) -> list[Machine]:
         if len(keys) < 2:
             continue
         for k in keys:
-            extra = [fmt.format(first[k].get(f)) for f, fmt in _DISTINGUISH
-                     if len({str(first[j].get(f)) for j in keys}) > 1]
+            extra = [fmt.format(getattr(first[k], f)) for f, fmt in _DISTINGUISH
+                     if len({str(getattr(first[j], f)) for j in keys}) > 1]
             labels[k] = f"{lab} ({', '.join(extra)})"
     return [
-        Machine(key=k, label=labels[k], hostname=str(r.get("hostname") or ""), cpu_model=str(r.get("cpu_model") or ""),
-                cpu_count=int(r.get("cpu_count") or 0), gpu_name=str(r.get("gpu_name") or ""),
-                threads=int(r.get("threads") or 0), torch_version=str(r.get("torch_version") or ""),
-                onnxruntime_version=str(r.get("onnxruntime_version") or ""), os=str(r.get("os") or ""),
+        Machine(key=k, label=labels[k], hostname=r.hostname or "", cpu_model=r.cpu_model or "",
+                cpu_count=int(r.cpu_count or 0), gpu_name=r.gpu_name or "", threads=int(r.threads or 0),
+                torch_version=r.torch_version or "", onnxruntime_version=r.onnxruntime_version or "", os=r.os or "",
                 run_ids=tuple(runs[k]), n_records=count[k])
         for k, r in first.items()
     ]
 
 
-def machine_labels(records: Sequence[dict[str, Any]]) -> dict[str, str]:
+def machine_labels(records: Sequence[Record]) -> dict[str, str]:
     """fingerprint -> label, for every machine in ``records``."""
     return {m.key: m.label for m in machines(records)}
 
@@ -156,30 +198,32 @@ def machine_labels(records: Sequence[dict[str, Any]]) -> dict[str, str]:
 # ----------------------------------------------------------------------------------------------------- comparison
 
 
-def _row_key(r: dict[str, Any]) -> tuple:
-    # cell_key without device and threads: those belong to the column group (what measured it), not the row.
-    return (r.get("model"), r.get("knobs") or "", r.get("runtime"), r.get("precision"), r.get("batch"),
-            r.get("mode") or "infer")
+def _row_key(r: Record) -> tuple:
+    # Record.key without device and threads: those belong to the column group (what measured it), not the row.
+    return (r.model, r.knobs or "", r.runtime, r.precision, r.batch, r.mode or "infer")
 
 
-def cross_machine_rows(
-    records: Sequence[dict[str, Any]], metric: str = "latency_p50_ms"
-) -> tuple[list[str], list[list[Any]]]:
+def cross_machine_rows(records: Sequence[Record], metric: str = "p50_ms") -> tuple[list[str], list[list[Any]]]:
     """A table with one row per (model, knobs, runtime, precision, batch) and one column per (machine, device).
 
-    Values are raw numbers (None where a machine has no ok record of the cell); the last column is the ratio of
-    the largest to the smallest value of the row (how much the slowest machine trails the fastest on ``metric``).
+    Values are raw numbers of ``metric`` (a name of archbench.bench.analyze.metrics; None where a machine has no ok
+    record of the cell); the last column is the ratio of the largest to the smallest value of the row (how much the
+    slowest machine trails the fastest on ``metric``).
     Returns (group headers, rows); each row starts with model, runtime, precision, batch."""
+    from archbench.bench.analyze.metrics import metric as metric_named
+
+    met = metric_named(metric)
     labels = machine_labels(records)
     groups: list[tuple[str, str]] = []
     cells: dict[tuple, dict[tuple[str, str], Any]] = {}
     for r in records:
-        if r.get("status") != "ok" or r.get(metric) is None or r.get("mode") == "maxbatch-trial":
+        value = met.value(r, records)
+        if not r.ok or value is None or r.mode == "maxbatch-trial":
             continue
-        g = (labels[fingerprint(r)], str(r.get("device")))
+        g = (labels[fingerprint(r)], r.device)
         if g not in groups:
             groups.append(g)
-        cells.setdefault(_row_key(r), {})[g] = r[metric]
+        cells.setdefault(_row_key(r), {})[g] = value
     headers = [f"{lab} / {dev}" for lab, dev in groups]
     rows = []
     for key, vals in cells.items():

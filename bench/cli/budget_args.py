@@ -11,9 +11,12 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from archbench.bench.errors import UsageError
+
+if TYPE_CHECKING:
+    from archbench.bench.record import Record
 
 BUDGET_HELP = ("budget: 'p95_ms<=20, size_mib<=30, top1_agree>=0.99', or budgets/edge.toml[:PROFILE] "
                "(metrics: `archbench check --list-metrics`)")
@@ -80,11 +83,11 @@ def check_precisions(text: str) -> None:
             raise UsageError(f"unknown precision {p!r}; known: {', '.join(PRECISIONS)}")
 
 
-def load_records(paths: Sequence[str]) -> list[dict[str, Any]]:
-    """Latest record per cell from records.jsonl files (or run folders holding one)."""
-    from archbench.bench.record import latest_per_cell, read_jsonl
+def load_records(paths: Sequence[str]) -> list[Record]:
+    """Latest record per cell from records.jsonl files (or run folders holding one), as Records."""
+    from archbench.bench.record import SchemaError, latest_per_cell, read_records
 
-    rows: list[dict[str, Any]] = []
+    rows: list[Record] = []
     for p in paths:
         path = Path(p)
         if path.is_dir():
@@ -93,9 +96,12 @@ def load_records(paths: Sequence[str]) -> list[dict[str, Any]]:
             raise UsageError(f"{p}: give records.jsonl; the CSV has no raw samples to judge percentiles by")
         if not path.is_file():
             raise UsageError(f"no such records file: {path}")
-        rows += list(read_jsonl(path))
+        try:
+            rows += read_records(path)
+        except SchemaError as e:
+            raise UsageError(str(e)) from None
     # --find-max-batch trials are memory probes, not cells to judge.
-    rows = [r for r in rows if r.get("mode") != "maxbatch-trial"]
+    rows = [r for r in rows if r.mode != "maxbatch-trial"]
     if not rows:
         raise UsageError(f"no records in {', '.join(paths)}")
     return latest_per_cell(rows)
@@ -118,7 +124,7 @@ def print_verdicts(budget: Any, verdicts: Sequence[Any], fmt: str = "table", fil
     print(f"summary: {vr.summary_line(verdicts)}", file=out)
 
 
-def judge_and_report(out: Path | None, records: list[dict[str, Any]], budget: Any, args: argparse.Namespace,
+def judge_and_report(out: Path | None, records: Sequence[Record], budget: Any, args: argparse.Namespace,
                      objective: str | None = None) -> int:
     """After a run or sweep: print verdicts, the pick and flags; append them to out/report.md; write
     out/verdicts.json. Returns the budget's exit code (1 on FAIL/ERROR, and INCONCLUSIVE with --strict)."""
@@ -126,7 +132,7 @@ def judge_and_report(out: Path | None, records: list[dict[str, Any]], budget: An
     from archbench.bench.analyze.budgets import exit_code, judge
     from archbench.bench.report import verdicts as vr
 
-    records = [r for r in records if r.get("mode") != "maxbatch-trial"]
+    records = [r for r in records if r.mode != "maxbatch-trial"]
     verdicts = judge(records, budget)
     print_verdicts(budget, verdicts)
     p = select.pick(verdicts, objective or select.DEFAULT_OBJECTIVE, records)

@@ -30,16 +30,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def list_metrics() -> None:
+    """The metric registry (archbench.bench.analyze.metrics) as a table: the names budgets, pick and compare take."""
     from tabulate import tabulate
 
-    from archbench.bench.analyze.budgets import ALIASES, METRICS
+    from archbench.bench.analyze.metrics import METRICS, aliases_of, gateable
 
     rows = []
     for m in METRICS.values():
-        aliases = sorted(a for a, c in ALIASES.items() if c == m.name)
-        rows.append([m.name, m.field or "(derived)", m.better, m.doc, " ".join(aliases)])
-    rows.append(["pNN_ms", "samples_ms", "lower", "any latency percentile, e.g. p75_ms, p99.9_ms", ""])
-    print(tabulate(rows, headers=["metric", "record field", "better", "meaning", "aliases"], tablefmt="simple"))
+        field = m.field or (f"{m.samples} (p{100 * m.quantile:g})" if m.quantile is not None else "(derived)")
+        rows.append([m.name, m.unit or "-", field, m.better, "yes" if gateable(m) else "-", m.doc,
+                     " ".join(aliases_of(m.name))])
+    rows.append(["pNN_ms", "ms", "samples_ms", "lower", "-", "any latency percentile, e.g. p75_ms, p99.9_ms", ""])
+    print(tabulate(rows, headers=["metric", "unit", "record field", "better", "--fail-on", "meaning", "aliases"],
+                   tablefmt="simple"))
 
 
 def run(args: argparse.Namespace) -> int:

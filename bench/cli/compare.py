@@ -1,7 +1,7 @@
 """``archbench compare BASE NEW``: per-cell changes with significance tests, and an optional CI gate.
 
-The statistics and the gating rules live in archbench.bench.analyze.compare (see its docstring); this module only parses arguments,
-loads the two sides and prints.
+The statistics and the gating rules live in archbench.bench.analyze.compare (see its docstring), the text in
+archbench.bench.report.compare; this module only parses arguments, loads the two sides and prints.
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ EPILOG = """examples:
   archbench compare old/ new/ --fail-on p50_ms:+5% --force     gate even cells whose environment differs
   archbench compare old/ new/ --format json | jq '.cells[] | select(.failed)'
 
-metrics for --fail-on: p50_ms p90_ms p95_ms p99_ms mean_ms throughput_sps peak_rss_mib cuda_max_allocated_mib
+metrics for --fail-on: p50_ms p90_ms p95_ms p99_ms mean_ms throughput_sps (tested on the samples), and
+single-valued ones such as peak_rss_mib cuda_mem_mib size_mib top1_agree sqnr_db (`archbench check --list-metrics`)
 (METRIC:+N% fails on a rise beyond N%, METRIC:-N% on a fall beyond N%; no sign = the metric's worse direction).
 
 In the table, * = significant (Mann-Whitney U p < alpha AND the bootstrap CI of the ratio excludes 1),
@@ -41,58 +42,32 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
 
 
-def markdown(result, base: str, new: str) -> str:
-    from tabulate import tabulate
-
-    from archbench.bench.analyze.compare import COLUMNS, legend, summary, table_rows
-
-    return "\n".join([
-        "# archbench compare", "", f"BASE `{base}` vs NEW `{new}`", "", legend(result), "",
-        tabulate(table_rows(result), headers=COLUMNS, tablefmt="github", disable_numparse=True), "",
-        f"**{summary(result)}**", "",
-    ])
-
-
 def run(args: argparse.Namespace) -> int:
-    from tabulate import tabulate
-
-    from archbench.bench.analyze.compare import (
-        COLUMNS,
-        compare,
-        flat_rows,
-        legend,
-        parse_fail_on,
-        summary,
-        table_rows,
-        to_json,
-    )
-    from archbench.bench.analyze.merge import check_schema, load_records
+    from archbench.bench.analyze.compare import compare, parse_fail_on
+    from archbench.bench.analyze.merge import check_schema, merge_runs, read_runs
     from archbench.bench.errors import UsageError
+    from archbench.bench.report import compare as text
 
     if args.bootstrap < 100:
         raise UsageError("--bootstrap must be at least 100")
     thresholds = parse_fail_on(args.fail_on)
-    base = load_records([args.base])
-    new = load_records([args.new])
-    check_schema([*base, *new])  # BASE and NEW must share one schema version too
-    result = compare(base, new, thresholds, alpha=args.alpha, force=args.force, n_boot=args.bootstrap,
-                     seed=args.seed)
+    base_runs, new_runs = read_runs([args.base]), read_runs([args.new])
+    check_schema([*base_runs, *new_runs])  # BASE and NEW must share one schema version too
+    result = compare(merge_runs(base_runs), merge_runs(new_runs), thresholds, alpha=args.alpha, force=args.force,
+                     n_boot=args.bootstrap, seed=args.seed)
     if args.format == "json":
-        print(json.dumps(to_json(result), indent=1, default=str))
+        print(json.dumps(text.to_json(result), indent=1, default=str))
     elif args.format == "csv":
-        rows = flat_rows(result)
+        rows = text.flat_rows(result)
         w = csv.DictWriter(sys.stdout, fieldnames=list(rows[0]) if rows else ["model"], lineterminator="\n")
         w.writeheader()
         w.writerows(rows)
     elif args.format == "md":
-        print(markdown(result, args.base, args.new))
+        print(text.markdown(result, args.base, args.new))
     else:
-        print(tabulate(table_rows(result), headers=COLUMNS, tablefmt="simple", disable_numparse=True))
-        print()
-        print(legend(result))
-        print(summary(result))
+        print(text.table(result))
     if args.md:
-        Path(args.md).write_text(markdown(result, args.base, args.new), encoding="utf-8")
+        Path(args.md).write_text(text.markdown(result, args.base, args.new), encoding="utf-8")
         print(f"archbench compare: wrote {args.md}", file=sys.stderr)
     for c in result.failures:
         print(f"archbench compare: FAIL {c.model} {c.runtime} {c.precision} b{c.batch}: {'; '.join(c.failures)}",

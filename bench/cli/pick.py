@@ -42,9 +42,9 @@ def run(args: argparse.Namespace) -> int:
         Budget,
         RecordVerdict,
         judge,
-        metric,
         record_label,
     )
+    from archbench.bench.analyze.metrics import metric
     from archbench.bench.cli.budget_args import budget_from_args, load_records, print_verdicts
     from archbench.bench.report import verdicts as vr
 
@@ -58,8 +58,7 @@ def run(args: argparse.Namespace) -> int:
         verdicts = judge(records, budget)
         confidence = budget.confidence
     else:  # no budget: every ok record is a candidate
-        verdicts = [RecordVerdict(r, {"ok": PASS, "skipped": SKIPPED}.get(r.get("status", ""), ERROR))
-                    for r in records]
+        verdicts = [RecordVerdict(r, {"ok": PASS, "skipped": SKIPPED}.get(r.status, ERROR)) for r in records]
         confidence = 0.95
     p = select.pick(verdicts, args.objective, records)
     fronts = select.pareto_front(records, axes, args.across_models)

@@ -1,7 +1,7 @@
 """``archbench report``: markdown, CSV, JSON and PNG plots from one or more runs' records, across machines.
 
 Run on the machine that produced the records, it measures that machine's peak FLOP/s and bytes/s once
-(archbench.bench.report.roofline.measure_peaks, about a second) and caches them in the run folder's peaks.json; records from other
+(archbench.bench.measure.peaks.measure_peaks, about a second) and caches them in the run folder's peaks.json; records from other
 machines use the peaks.json cached in their own run folders, or go without roofs.
 """
 
@@ -10,8 +10,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from archbench.bench.analyze.merge import RunFile
+    from archbench.bench.record import Record
 
 EPILOG = """examples:
   archbench report runs/x/records.jsonl --out review/       report.md, report.csv, report.json, plots/*.png
@@ -43,46 +48,33 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "or budgets/edge.toml[:PROFILE] (see `archbench check --help`)")
 
 
-def _attach_verdicts(records: list[dict[str, Any]], budget: str | None) -> str:
-    """Put ``verdict`` and ``verdict_reason`` on the records; returns what they were judged against ('' if none)."""
-    from archbench.bench.analyze.merge import SOURCE
+def _verdicts(runs: Sequence[RunFile], records: list[Record], budget: str | None) -> tuple[dict[tuple, Any], str]:
+    """The records' budget verdicts (archbench.bench.analyze.budgets.CellVerdict per machine_cell_key), and what they
+    were judged against ('' if nothing): --budget, else the verdicts.json beside each run's records."""
+    from archbench.bench.analyze.budgets import CellVerdict, judge, parse_budget, verdicts_from_json
+    from archbench.bench.analyze.merge import machine_cell_key
+    from archbench.bench.report.verdicts import reasons
 
     if budget:
-        from archbench.bench.analyze.budgets import judge, parse_budget
-        from archbench.bench.report.verdicts import reasons
-
-        b = parse_budget(budget)
-        for v in judge(records, b):
+        out = {}
+        for v in judge(records, parse_budget(budget)):
             prefix = v.label + ": "
-            v.record["verdict"] = v.verdict
-            v.record["verdict_reason"] = "; ".join(ln.removeprefix(prefix) for ln in reasons([v]))
-        return f"`{budget}`"
-    found = []
-    for folder in dict.fromkeys(Path(r[SOURCE]).parent for r in records):
+            why = "; ".join(ln.removeprefix(prefix) for ln in reasons([v]))
+            out[machine_cell_key(v.record)] = CellVerdict(v.verdict, why)
+        return out, f"`{budget}`"
+    out, found = {}, []
+    for folder in dict.fromkeys(run.path.parent for run in runs):
         path = folder / "verdicts.json"
         try:
-            verdicts = json.loads(path.read_text(encoding="utf-8"))
+            data = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             continue
         found.append(str(path))
-        by_cell = {(v.get("model"), v.get("knobs") or "", v.get("runtime"), v.get("precision"), v.get("batch")): v
-                   for v in verdicts if isinstance(v, dict)}
-        for r in records:
-            if Path(r[SOURCE]).parent != folder:
-                continue
-            v = by_cell.get((r.get("model"), r.get("knobs") or "", r.get("runtime"), r.get("precision"),
-                             r.get("batch")))
-            if v is None:
-                continue
-            why = [f"{t.get('term')} {t.get('verdict')}" + (f": {t['reason']}" if t.get("reason") else "")
-                   for t in v.get("terms", []) if t.get("verdict") != "PASS"]
-            r["verdict"] = v.get("verdict")
-            r["verdict_reason"] = "; ".join(why) or str(v.get("reason") or "")
-    return ", ".join(f"`{f}`" for f in found)
+        out |= verdicts_from_json(data, [r for run in runs if run.path.parent == folder for r in run.records])
+    return out, ", ".join(f"`{f}`" for f in found)
 
 
-def _gather_peaks(records: list[dict[str, Any]], args: argparse.Namespace) -> list[Any]:
-    from archbench.bench.analyze.merge import SOURCE
+def _gather_peaks(runs: Sequence[RunFile], args: argparse.Namespace) -> list[Any]:
     from archbench.bench.report.roofline import (
         PEAKS_FILE,
         is_this_machine,
@@ -91,7 +83,7 @@ def _gather_peaks(records: list[dict[str, Any]], args: argparse.Namespace) -> li
         save_peaks,
     )
 
-    folders = list(dict.fromkeys(Path(r[SOURCE]).parent for r in records))
+    folders = list(dict.fromkeys(run.path.parent for run in runs))
     files = [f / PEAKS_FILE for f in folders] + [Path(p) for p in args.peaks]
     if args.out:
         files.append(Path(args.out) / PEAKS_FILE)
@@ -99,13 +91,14 @@ def _gather_peaks(records: list[dict[str, Any]], args: argparse.Namespace) -> li
     if args.no_measure:
         return _unique(peaks)
     need: dict[tuple[str, int], set[Path]] = {}
-    for r in records:
-        if r.get("status") != "ok" or not is_this_machine(r):
-            continue
-        dev, thr = str(r.get("device")), int(r.get("threads") or 0)
-        if not any(p.device == dev and p.threads == thr and p.hostname == r.get("hostname")
-                   and p.cpu_model == r.get("cpu_model") for p in peaks):
-            need.setdefault((dev, thr), set()).add(Path(r[SOURCE]).parent)
+    for run in runs:
+        for r in run.records:
+            if not r.ok or not is_this_machine(r):
+                continue
+            dev, thr = r.device, int(r.threads or 0)
+            if not any(p.device == dev and p.threads == thr and p.hostname == r.hostname
+                       and p.cpu_model == r.cpu_model for p in peaks):
+                need.setdefault((dev, thr), set()).add(run.path.parent)
     for (dev, thr), dirs in need.items():
         if dev == "cuda":
             import torch
@@ -132,7 +125,7 @@ def _unique(peaks: list[Any]) -> list[Any]:
     return list(out.values())
 
 
-def _layers(records: list[dict[str, Any]], peaks: list[Any]) -> tuple[dict[str, list[Any]], dict[str, float]]:
+def _layers(records: list[Record], peaks: list[Any]) -> tuple[dict[str, list[Any]], dict[str, float]]:
     """Layer bounds of every zoo model among the records, against the ridge of the first machine that measured it."""
     from archbench.bench.report.roofline import peaks_for, zoo_layer_bounds
 
@@ -140,8 +133,8 @@ def _layers(records: list[dict[str, Any]], peaks: list[Any]) -> tuple[dict[str, 
     ridges: dict[str, float] = {}
     seen: set[tuple[str, str]] = set()
     for r in records:
-        key = (str(r.get("model")), str(r.get("knobs") or ""))
-        if r.get("status") != "ok" or key in seen:
+        key = (r.model, r.knobs or "")
+        if not r.ok or key in seen:
             continue
         pk = peaks_for(r, peaks)
         if pk is None:
@@ -160,14 +153,15 @@ def _layers(records: list[dict[str, Any]], peaks: list[Any]) -> tuple[dict[str, 
 
 
 def run(args: argparse.Namespace) -> int:
-    from archbench.bench.analyze.merge import SOURCE, load_records
+    from archbench.bench.analyze.merge import load_runs, merge_runs
     from archbench.bench.report.markdown import markdown, report_json, write_reports
     from archbench.bench.report.roofline import place
 
-    records = load_records(args.inputs)
-    sources = list(dict.fromkeys(r[SOURCE] for r in records))
-    budget = _attach_verdicts(records, args.budget)
-    peaks = _gather_peaks(records, args)
+    runs = load_runs(args.inputs)
+    records = merge_runs(runs)
+    sources = [str(run.path) for run in runs if run.records]
+    verdicts, budget = _verdicts(runs, records, args.budget)
+    peaks = _gather_peaks(runs, args)
     placements = place(records, peaks)
     layers, ridges = ({}, {}) if args.no_layers or not peaks else _layers(records, peaks)
     argv = [*args.inputs, *(["--out", args.out] if args.out else [])]
@@ -176,8 +170,8 @@ def run(args: argparse.Namespace) -> int:
     command = "archbench report " + " ".join(argv)
     if not args.out:
         if args.format == "json":
-            print(json.dumps(report_json(records, command, peaks=peaks, placements=placements, layers=layers),
-                             indent=1, default=str))
+            print(json.dumps(report_json(records, command, peaks=peaks, placements=placements, layers=layers,
+                                         verdicts=verdicts), indent=1, default=str))
         elif args.format == "csv":
             import csv
 
@@ -185,10 +179,10 @@ def run(args: argparse.Namespace) -> int:
 
             w = csv.DictWriter(sys.stdout, fieldnames=CSV_FIELDS, extrasaction="ignore", lineterminator="\n")
             w.writeheader()
-            w.writerows(records)
+            w.writerows(r.to_dict() for r in records)
         else:
             print(markdown(records, command, peaks=peaks, placements=placements, layers=layers,
-                           layer_ridges=ridges, sources=sources, budget=budget))
+                           layer_ridges=ridges, sources=sources, budget=budget, verdicts=verdicts))
         return 0
     out = Path(args.out)
     plots: list[Path] = []
@@ -198,7 +192,7 @@ def run(args: argparse.Namespace) -> int:
         plots = plot_all(records, out / "plots", placements, peaks)
     paths = write_reports(out, records, command, peaks=peaks, placements=placements, layers=layers,
                           layer_ridges=ridges, plots=plots, csv_name="report.csv", json_name="report.json",
-                          sources=sources, budget=budget)
+                          sources=sources, budget=budget, verdicts=verdicts)
     print(f"archbench report: {len(records)} records from {len(sources)} file(s) -> "
           + ", ".join(str(p) for p in [*paths, *plots]), file=sys.stderr)
     return 0

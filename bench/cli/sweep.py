@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import copy
 import sys
+from dataclasses import replace
 from typing import Any
 
 from archbench.bench.errors import UsageError
@@ -83,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
     from archbench.bench.cli.main import KNOB_FLAGS, _progress, spec_from_args
     from archbench.bench.measure import engine
     from archbench.bench.measure.sources import is_import_ref, is_onnx_ref
-    from archbench.bench.record import latest_per_cell, read_jsonl
+    from archbench.bench.record import latest_per_cell, read_records
     from archbench.bench.report.markdown import write_reports
     from archbench.models import get_entry
 
@@ -113,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.out:
         base_args.out = str(Path("runs") / datetime.now().strftime("sweep-%Y%m%d-%H%M%S"))
     base = spec_from_args(base_args)
-    base.options = options_from_args(args)
+    base.options = replace(base.options, **options_from_args(args))
     jsonl = base.out / "records.jsonl"
     if jsonl.exists() and not base.resume:
         raise UsageError(f"{jsonl} exists; pass --resume to continue it or choose another --out")
@@ -141,7 +142,7 @@ def run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         interrupted = True
         print("\narchbench: interrupted; finished cells are kept (re-run with --resume)", file=sys.stderr)
-    records = latest_per_cell(read_jsonl(jsonl)) if jsonl.exists() else []
+    records = latest_per_cell(read_records(jsonl)) if jsonl.exists() else []
     write_reports(base.out, records, command="archbench " + " ".join(sys.argv[1:]))
     rc = judge_and_report(base.out, records, budget, args, args.objective)
     return 130 if interrupted else rc

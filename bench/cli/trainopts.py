@@ -14,7 +14,13 @@ from typing import Any
 from archbench.bench.errors import UsageError
 
 OPTIMIZERS = ("adamw", "sgd")  # archbench.bench.measure.train.DEFAULT_LR holds their learning rates
-TRAIN_RUNTIMES = ("torch", "torch-compile")
+
+
+def train_runtimes() -> list[str]:
+    """Runtimes whose class says it trains (measure.runtimes: ``trains``)."""
+    from archbench.bench.measure.runtimes import get_runtime, runtime_names
+
+    return [n for n in runtime_names() if get_runtime(n).trains]
 
 
 def _count(text: str) -> int:
@@ -64,9 +70,10 @@ def from_args(args: argparse.Namespace, models: list[str], runtimes: list[str]) 
     onnx = [m for m in models if is_onnx_ref(m)]
     if onnx:
         raise UsageError(f"--mode train needs PyTorch models; {onnx[0]} is an ONNX graph")
-    bad = [r for r in runtimes if r not in TRAIN_RUNTIMES]
+    trainers = train_runtimes()
+    bad = [r for r in runtimes if r not in trainers]
     if bad:
-        raise UsageError(f"--mode train: runtime {', '.join(bad)} cannot train; use {' or '.join(TRAIN_RUNTIMES)}")
+        raise UsageError(f"--mode train: runtime {', '.join(bad)} cannot train; use {' or '.join(trainers)}")
     if args.epochs is not None and (args.train_samples is None or args.epochs <= 0):
         raise UsageError("--epochs needs --train-samples and must be > 0")
     if args.mem_cap_mib is not None and args.mem_cap_mib <= 0:

@@ -16,18 +16,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from archbench.bench.cell import QUICK, StopRule  # noqa: F401  (re-exported: the rule lives with the cell)
 
-@dataclass(frozen=True)
-class StopRule:
-    warmup_iters: int = 5
-    warmup_s: float = 0.2
-    min_iters: int = 30
-    min_time_s: float = 1.0
-    max_iters: int = 100_000
-    max_time_s: float = 30.0
-
-
-QUICK = StopRule(warmup_iters=3, warmup_s=0.1, min_iters=20, min_time_s=0.4, max_time_s=5.0)
+DEFAULT_RULE = StopRule()
 
 
 @dataclass(frozen=True)
@@ -41,7 +32,7 @@ class Timing:
 def measure(
     fn: Callable[[Any], Any],
     input_sets: Sequence[Any],
-    rule: StopRule = StopRule(),
+    rule: StopRule = DEFAULT_RULE,
     cuda: bool = False,
 ) -> Timing:
     """Time ``fn(inputs)`` per call, rotating through ``input_sets``."""
@@ -195,3 +186,24 @@ def peak_rss_mib() -> float:
     import resource
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def current_rss_mib() -> float:
+    """Resident memory of this process now (not the peak), MiB; 0.0 where /proc is missing."""
+    try:
+        with open("/proc/self/statm") as fh:
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
+def available_mib() -> float | None:
+    """MemAvailable of the machine, MiB (None where /proc/meminfo is missing)."""
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return None

@@ -19,12 +19,13 @@ a failure that is not out of memory (an exception, a timeout) stops the search f
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from archbench.bench.record import Record, cell_key, read_jsonl
+from archbench.bench.cell import Cell, Job
+from archbench.bench.measure.dispatch import failed_record, run_job
+from archbench.bench.record import Record, append_jsonl, read_records
 
 DEFAULT_LIMIT = 65536
 DEFAULT_CAP_FRACTION = 0.8
@@ -97,38 +98,63 @@ def done_groups(spec: Any) -> set[tuple]:
     path = spec.out / "records.jsonl"
     if not spec.resume or not path.exists():
         return set()
-    return {cell_key({**r, "batch": None}) for r in read_jsonl(path)
-            if r.get("status") == "ok" and r.get("mode") == "train" and r.get("max_batch") is not None}
+    return {_group_key(r.model, r.runtime, r.precision) for r in read_records(path)
+            if r.ok and r.mode == "train" and r.max_batch is not None}
+
+
+def _group_key(model: str, runtime: str, precision: str) -> tuple:
+    return (model, runtime, precision)
+
+
+def run_search(spec: Any, progress: Callable[[Record, int, int], None] | None = None) -> list[Record]:
+    """``--find-max-batch``: the search for every model x runtime x precision of ``spec``; returns its records."""
+    from archbench.bench.measure.engine import new_run_id
+
+    spec.out.mkdir(parents=True, exist_ok=True)
+    jsonl = spec.out / "records.jsonl"
+    if jsonl.exists() and not spec.resume:
+        raise FileExistsError(f"{jsonl} exists; pass --resume to continue that run or choose another --out")
+    records: list[Record] = []
+
+    def on_record(rec: Record) -> None:
+        append_jsonl(jsonl, rec)
+        records.append(rec)
+        if progress:
+            progress(rec, len(records), 0)
+
+    search_groups(spec, new_run_id(), on_record)
+    return records
 
 
 def search_groups(spec: Any, run_id: str, on_record: Callable[[Record], None]) -> None:
-    """Run the search for every model x runtime x precision of ``spec`` (engine.run calls this)."""
-    from archbench.bench.measure.engine import Group, _failed, run_group
-
-    train = dict(spec.train)
-    cap = train.get("mem_cap_mib")
+    """Run the search for every model x runtime x precision of ``spec``."""
+    o = spec.options
+    cap = o.mem_cap_mib
     cap_note = ""
     if cap is None and spec.device == "cpu":
         cap = default_cap_mib()
         cap_note = f"--mem-cap-mib defaulted to {DEFAULT_CAP_FRACTION:.0%} of available memory ({cap} MiB)"
-    trial_spec = replace(spec, mode="maxbatch-trial", train={**train, "mem_cap_mib": cap})
+    trial_opts = replace(o, mem_cap_mib=cap)
     # The answer is decided by the trials; the final cell measures it (timed, memory split) without judging the
     # cap again: RSS wobbles by some MiB from process to process, and an answer at the edge would flip.
-    final_spec = replace(spec, mode="train", train={**train, "mem_cap_mib": None})
-    start, limit = min(spec.batches), int(train.get("max_batch_limit") or DEFAULT_LIMIT)
-    knobs = json.dumps(spec.knobs, sort_keys=True)
+    final_opts = replace(o, mem_cap_mib=None)
+    start, limit = min(spec.batches), int(o.max_batch_limit or DEFAULT_LIMIT)
     done = done_groups(spec)
     for m in spec.models:
+        workdir = str(spec.workdir(m))
         for rt in spec.runtimes:
             for p in spec.precisions:
-                key = cell_key({"model": m, "knobs": knobs, "runtime": rt, "precision": p, "batch": None,
-                                "device": spec.device, "threads": spec.resolved_threads(), "mode": "train"})
-                if key in done:
+                if _group_key(m, rt, p) in done:
                     continue
 
-                def fits(b: int, m: str = m, rt: str = rt, p: str = p) -> bool:
+                def cell(b: int, mode: str, opts: Any, m: str = m, rt: str = rt, p: str = p) -> Cell:
+                    return replace(spec.cell(m, rt, p, b, mode=mode), options=opts)
+
+                def fits(b: int, workdir: str = workdir) -> bool:
                     got: list[Record] = []
-                    run_group(trial_spec, Group(m, rt, p, (b,)), run_id, got.append)
+                    job = Job(cells=(cell(b, "maxbatch-trial", trial_opts),), workdir=workdir, run_id=run_id,
+                              rule=spec.rule)
+                    run_job(job, spec.out, spec.timeout_s, got.append)
                     rec = got[-1]
                     rec.mem_cap_mib = cap
                     if rec.status == "failed" and is_oom(rec) and not rec.error.startswith("out of memory"):
@@ -140,11 +166,11 @@ def search_groups(spec: Any, run_id: str, on_record: Callable[[Record], None]) -
                         return False
                     raise SearchAborted(f"trial at batch {b} {rec.status}: {rec.error}")
 
-                g = Group(m, rt, p, (start,))
+                first = cell(start, "train", final_opts)
                 try:
                     s = find_max_batch(fits, start, limit)
                 except SearchAborted as e:
-                    rec = _failed(final_spec, g, start, f"max-batch search stopped: {e}", run_id)
+                    rec = failed_record(first, f"max-batch search stopped: {e}", run_id)
                     rec.mem_cap_mib = cap
                     on_record(rec)
                     continue
@@ -153,8 +179,8 @@ def search_groups(spec: Any, run_id: str, on_record: Callable[[Record], None]) -
                 if s.hit_limit:
                     notes.append(f"every trial fit: the search stopped at --max-batch-limit {limit}")
                 if s.best == 0:
-                    rec = _failed(final_spec, g, start, f"out of memory: no batch fits; batch {start} does not "
-                                  f"(cap {cap} MiB)", run_id)
+                    rec = failed_record(first, f"out of memory: no batch fits; batch {start} does not "
+                                        f"(cap {cap} MiB)", run_id)
                     rec.max_batch, rec.mem_cap_mib, rec.warning = 0, cap, "; ".join(notes)
                     on_record(rec)
                     continue
@@ -167,4 +193,5 @@ def search_groups(spec: Any, run_id: str, on_record: Callable[[Record], None]) -
                     rec.warning = "; ".join([*notes, rec.warning]).strip("; ")
                     on_record(rec)
 
-                run_group(final_spec, Group(m, rt, p, (s.best,)), run_id, final)
+                run_job(Job(cells=(cell(s.best, "train", final_opts),), workdir=workdir, run_id=run_id,
+                            rule=spec.rule), spec.out, spec.timeout_s, final)

@@ -8,6 +8,7 @@ from collections import Counter
 from pathlib import Path
 
 from archbench.bench.errors import UsageError
+from archbench.bench.measure.files import onnx_files  # noqa: F401  (re-exported)
 from archbench.bench.measure.profile import ModuleRow, OpRow, Profile
 
 _MAC_OPS = ("Conv", "Gemm", "MatMul", "LSTM", "GRU", "RNN")
@@ -15,20 +16,6 @@ _MAC_OPS = ("Conv", "Gemm", "MatMul", "LSTM", "GRU", "RNN")
 
 def _dims(vi) -> list[int | str]:
     return [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in vi.type.tensor_type.shape.dim]
-
-
-def onnx_files(path: Path) -> list[Path]:
-    """The .onnx file and every external-data file its initializers point at (the exporter writes a .data file)."""
-    import onnx
-
-    model = onnx.load(str(path), load_external_data=False)
-    files = {path}
-    for t in model.graph.initializer:
-        if t.data_location == onnx.TensorProto.EXTERNAL:
-            for kv in t.external_data:
-                if kv.key == "location":
-                    files.add(path.parent / kv.value)
-    return sorted(files)
 
 
 def profile_onnx(path: Path, input_shape: tuple[int, ...] | None = None) -> Profile:

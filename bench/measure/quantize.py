@@ -16,7 +16,7 @@ Precision names (``--precision``) and who runs them:
 
 ONNX pipeline, each step a file in the run's artefact folder::
 
-    model.onnx (+ model.onnx.data)     the fp32 export (archbench.bench.measure.runtimes.export_onnx, cached per model)
+    model.onnx (+ model.onnx.data)     the fp32 export (archbench.bench.measure.export, once per model)
       -> model.fp16.onnx               convert_float_to_float16(keep_io_types=True): Casts at the graph's edges
       -> model.pre.onnx                quant_pre_process: symbolic + ONNX shape inference and basic ORT graph
                                        optimization (Conv+BN folding...). Graphs from the dynamo exporter carry
@@ -156,7 +156,7 @@ def convert_onnx_fp16(fp32_path: Path, out_path: Path) -> QuantResult:
     import onnx
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
-    from archbench.bench.measure.onnx_profile import onnx_files
+    from archbench.bench.measure.files import onnx_files
 
     t = time.perf_counter()
     model = onnx.load(str(fp32_path))  # with its external data
@@ -204,19 +204,20 @@ class _ListReader:
         raise NotImplementedError
 
 
-def generated_batches(src: Any, input_names: list[str], cfg: QuantConfig) -> list[dict[str, np.ndarray]]:
-    """Calibration batches from the model's input generator, with fresh seeds (CALIB_SEED + i)."""
-    fixed = src.onnx_path is not None  # a user's .onnx may fix the batch dim: calibrate at its own batch
-    bs = src.input_spec.shape[0] if fixed else cfg.calib_batch_size
-    n = cfg.calib_batches * (cfg.calib_batch_size if fixed else 1)
-    out = []
-    for i in range(n):
-        xs = src.example_inputs(batch=bs, seed=CALIB_SEED + i)
-        out.append({name: x.cpu().numpy() for name, x in zip(input_names, xs, strict=True)})
-    return out
+def generated_batches(specs: tuple[Any, ...], input_names: list[str], cfg: QuantConfig,
+                      fixed_batch: int | None = None) -> list[dict[str, np.ndarray]]:
+    """Calibration batches from the model's input specs (measure.inputs), with fresh seeds (CALIB_SEED + i).
+
+    ``fixed_batch``: a user's .onnx may fix the batch dim; calibrate at its own batch, as many samples in all."""
+    from archbench.bench.measure.inputs import make_inputs
+
+    bs = fixed_batch or cfg.calib_batch_size
+    n = cfg.calib_batches * (cfg.calib_batch_size if fixed_batch else 1)
+    return [dict(zip(input_names, make_inputs(specs, bs, CALIB_SEED + i), strict=True)) for i in range(n)]
 
 
-def calibration_reader(src: Any, input_names: list[str], cfg: QuantConfig, ctx: Any) -> tuple[Any, str]:
+def calibration_reader(specs: tuple[Any, ...], input_names: list[str], cfg: QuantConfig, ctx: Any,
+                       fixed_batch: int | None = None) -> tuple[Any, str]:
     """(reader, description): the user's hook when given, else generated batches."""
     if cfg.calibration:
         from archbench.bench.measure.hooks import load_hook
@@ -226,9 +227,9 @@ def calibration_reader(src: Any, input_names: list[str], cfg: QuantConfig, ctx: 
         if hasattr(got, "get_next"):
             return got, f"calibration from {cfg.calibration}"
         return _ListReader(got), f"calibration from {cfg.calibration}"
-    batches = generated_batches(src, input_names, cfg)
+    batches = generated_batches(specs, input_names, cfg, fixed_batch)
     n = sum(next(iter(b.values())).shape[0] for b in batches) if batches else 0
-    return _ListReader(batches), f"MinMax calibration on {n} generated samples (seeds {CALIB_SEED}+)"
+    return _ListReader(batches), f"calibrated on {n} generated samples (seeds {CALIB_SEED}+)"
 
 
 def quantize_onnx_static(pre_path: Path, out_path: Path, reader: Any, calib_desc: str, cfg: QuantConfig) -> QuantResult:
@@ -246,7 +247,7 @@ def quantize_onnx_static(pre_path: Path, out_path: Path, reader: Any, calib_desc
     if count == 0:
         raise RuntimeError("int8-static: the calibration reader gave no batches")
     method = (f"onnxruntime quantize_static QDQ, {'per-channel' if cfg.per_channel else 'per-tensor'} weights, "
-              f"{types}; {calib_desc}; graph: {_describe_ops(out_path)}")
+              f"{types}; MinMax ranges {calib_desc}; graph: {_describe_ops(out_path)}")
     return QuantResult(out_path, method, s)
 
 

@@ -11,10 +11,7 @@ Three kinds of model reference:
 
 from __future__ import annotations
 
-import importlib
-import os
 import re
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +19,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from archbench.bench.cell import Cell
 from archbench.bench.errors import UsageError
+from archbench.bench.measure.hooks import import_callable
+from archbench.bench.measure.inputs import ArraySpec, onnx_input_specs
 from archbench.models import InputSpec, create_model, get_entry
 
 DTYPES = {
@@ -91,27 +91,6 @@ def is_import_ref(ref: str) -> bool:
     return ":" in ref and not is_onnx_ref(ref)
 
 
-def _import_callable(ref: str) -> Any:
-    mod_name, _, attr = ref.partition(":")
-    if not mod_name or not attr:
-        raise UsageError(f"bad model reference {ref!r}: expected pkg.module:factory")
-    # Let users name modules in the current directory, as `python -m` would.
-    if os.getcwd() not in sys.path and "" not in sys.path:
-        sys.path.insert(0, os.getcwd())
-    try:
-        mod = importlib.import_module(mod_name)
-    except Exception as e:  # the user's module failing to import is bad input, not our crash
-        raise UsageError(f"cannot import {mod_name!r} for {ref!r}: {type(e).__name__}: {e}") from e
-    obj: Any = mod
-    for part in attr.split("."):
-        if not hasattr(obj, part):
-            raise UsageError(f"{mod_name!r} has no attribute {attr!r} (from {ref!r})")
-        obj = getattr(obj, part)
-    if not callable(obj):
-        raise UsageError(f"{ref!r} is not callable")
-    return obj
-
-
 def load_weights(module: nn.Module, path: str) -> None:
     """Load a state_dict file with ``torch.load(weights_only=True)`` (no pickled code is executed)."""
     try:
@@ -143,7 +122,7 @@ def resolve(
         return ModelSource(ref, "onnx", None, path, spec, knobs, family="onnx")
 
     if is_import_ref(ref):
-        factory = _import_callable(ref)
+        factory = import_callable(ref)
         try:
             out = factory(**knobs)
         except Exception as e:
@@ -184,3 +163,18 @@ def resolve(
     if spec is None:
         raise UsageError(f"{ref}: the model states no example input; pass --input-shape (and --dtype), or in pytest input_shape in [tool.archbench] or archbench_bench.model(..., input_shape=...)")
     return src
+
+
+def build_source(cell: Cell) -> tuple[Any, tuple[ArraySpec, ...]]:
+    """(ModelSource, input specs) for ``cell``, seeded so every worker builds the same weights. Imports torch."""
+    o = cell.options
+    torch.manual_seed(0)
+    src = resolve(cell.source, cell.knob_dict, o.input_shape, parse_dtype(o.dtype) if o.dtype else None, o.weights)
+    if src.module is None:
+        try:
+            specs = onnx_input_specs(src.onnx_path, o.input_shape, o.dtype)
+        except ValueError as e:
+            raise UsageError(str(e)) from None
+    else:
+        specs = (ArraySpec.from_input_spec(src.input_spec),)
+    return src, specs

@@ -51,23 +51,20 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import json
-import os
 import sys
 import threading
 import time
 import traceback
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from archbench.bench.measure.harness import trim_heap
-from archbench.bench.measure.worker import _one_line, prepare_failed
+from archbench.bench.measure.harness import available_mib, current_rss_mib, trim_heap  # noqa: F401  (available_mib: maxbatch)
+from archbench.bench.measure.protocol import one_line as _one_line
 
 MODE_TRAIN = "train"
 MODE_TRIAL = "maxbatch-trial"  # one trial of a --find-max-batch search: memory only, no timing
@@ -95,27 +92,6 @@ def tensor_mib(tensors: Iterable[Tensor]) -> float:
     """MiB of ``tensors`` from their sizes (numel x element_size); each tensor counted once."""
     seen: dict[int, Tensor] = {id(t): t for t in tensors}
     return sum(t.numel() * t.element_size() for t in seen.values()) / 2**20
-
-
-def current_rss_mib() -> float:
-    """Resident memory of this process now (not the peak), MiB; 0.0 where /proc is missing."""
-    try:
-        with open("/proc/self/statm") as fh:
-            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-    except (OSError, ValueError, IndexError):
-        return 0.0
-
-
-def available_mib() -> float | None:
-    """MemAvailable of the machine, MiB (None where /proc/meminfo is missing)."""
-    try:
-        with open("/proc/meminfo") as fh:
-            for line in fh:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) / 1024.0
-    except OSError:
-        pass
-    return None
 
 
 class RssWatchdog:
@@ -332,49 +308,50 @@ def _is_cuda_oom(e: BaseException) -> bool:
     return isinstance(e, torch.OutOfMemoryError) or "out of memory" in str(e).lower()
 
 
-def run_train_job(job: dict[str, Any], emit: Any) -> None:
-    """The worker's training path: one group (model, runtime, precision, device), each batch a cell.
+def run_train_job(job: Any, emit: Any) -> None:
+    """The worker's training path: one job (model, runtime, precision, device), each batch a cell.
 
-    ``job["mode"]`` is ``train`` (timed cells) or ``maxbatch-trial`` (memory pass only, one batch);
-    ``job["train"]`` holds optimizer, mem_cap_mib, train_samples."""
-    from archbench.bench.env import environment
-    from archbench.bench.measure.harness import QUICK, StopRule, cpu_snapshot, measure, other_cpu_pct
+    The cells' ``mode`` is ``train`` (timed cells) or ``maxbatch-trial`` (memory pass only, one batch); their
+    options hold optimizer, mem_cap_mib, train_samples."""
+    from archbench.bench.measure.harness import cpu_snapshot, measure, other_cpu_pct
     from archbench.bench.measure.profile import count_macs, count_params
-    from archbench.bench.measure.sources import parse_dtype, resolve
-    from archbench.bench.record import Record
+    from archbench.bench.measure.protocol import new_record as _new_record
+    from archbench.bench.measure.protocol import prepare_failed
+    from archbench.bench.measure.sources import build_source
 
-    opts = job.get("train") or {}
-    mode = job.get("mode") or MODE_TRAIN
+    head = job.head
+    opts = head.options
+    mode = head.mode or MODE_TRAIN
     trial = mode == MODE_TRIAL
-    threads = int(job["threads"])
+    threads = head.threads
     torch.set_num_threads(threads)
     with contextlib.suppress(RuntimeError):
         torch.set_num_interop_threads(1)
-    device, runtime, precision = job["device"], job["runtime"], job["precision"]
+    device, runtime, precision = head.device, head.runtime, head.precision
     cuda = device == "cuda"
-    cap = opts.get("mem_cap_mib")
-    optimizer = opts.get("optimizer") or "adamw"
-    train_samples = opts.get("train_samples")
-    rule = StopRule(**job["rule"]) if job.get("rule") else QUICK
-    base = dict(
-        model=job["model"], runtime=runtime, precision=precision, device=device, threads=threads,
-        knobs=json.dumps(job.get("knobs") or {}, sort_keys=True), run_id=job.get("run_id", ""),
-        mode=mode, optimizer=optimizer, mem_cap_mib=cap, train_samples=train_samples, **environment(),
-    )
+    cap = opts.mem_cap_mib
+    optimizer = opts.optimizer or "adamw"
+    train_samples = opts.train_samples
+    rule = job.rule
+    by_batch = {c.batch: c for c in job.cells}
 
-    def new_record(batch: int, **kw: Any) -> Record:
-        return Record(batch=batch, timestamp=datetime.now(timezone.utc).isoformat(timespec="seconds"), **base, **kw)
+    def new_record(batch: int, **kw: Any) -> Any:
+        rec = _new_record(by_batch.get(batch, head.with_batch(batch)), job.run_id, **kw)
+        rec.optimizer, rec.mem_cap_mib, rec.train_samples = optimizer, cap, train_samples
+        return rec
 
     def resolved() -> Any:
-        shape = tuple(job["input_shape"]) if job.get("input_shape") else None
-        dtype = parse_dtype(job["dtype"]) if job.get("dtype") else None
-        return resolve(job["model"], job.get("knobs") or {}, shape, dtype, job.get("weights"))
+        return build_source(head)[0]
 
-    batches: list[int] = list(job["batches"])
+    batches: list[int] = [c.batch for c in job.cells]
     counts: dict[str, Any] = {}
     try:
-        if runtime not in ("torch", "torch-compile"):
-            raise TrainUnsupported(f"runtime {runtime} does not train; use torch or torch-compile")
+        from archbench.bench.measure.runtimes import get_runtime, runtime_names
+
+        rt_cls = get_runtime(runtime)
+        if not rt_cls.trains:
+            trainers = [n for n in runtime_names() if get_runtime(n).trains]
+            raise TrainUnsupported(f"runtime {runtime} does not train; use {' or '.join(trainers)}")
         if cuda and not torch.cuda.is_available():
             raise TrainUnsupported("no CUDA device")
         # A throwaway copy first: static counts, and one batch-1 forward + backward so that lazily initialised
@@ -404,10 +381,10 @@ def run_train_job(job: dict[str, Any], emit: Any) -> None:
             baseline = current_rss_mib()
         t = time.perf_counter()
         src = resolved()
-        ts = TrainStep(src.module, src.input_spec, optimizer, precision, device, compile=runtime == "torch-compile")
+        ts = TrainStep(src.module, src.input_spec, optimizer, precision, device, compile=rt_cls.compiles)
         load_ms = (time.perf_counter() - t) * 1e3
     except Exception as e:
-        prepare_failed(e, TrainUnsupported, batches, new_record, emit)
+        prepare_failed(e, (TrainUnsupported,), job.cells, job.run_id, emit)
         return
 
     for b in batches:
@@ -425,7 +402,7 @@ def run_train_job(job: dict[str, Any], emit: Any) -> None:
         watchdog = RssWatchdog(cap) if cap and not cuda else None
         try:
             with watchdog or contextlib.nullcontext():
-                sets = [ts.make_batch(b, seed=s) for s in range(1 if trial else job.get("input_sets", 4))]
+                sets = [ts.make_batch(b, seed=s) for s in range(1 if trial else opts.input_sets)]
                 if watchdog:  # the extra rotated input sets are the harness's, not the step's: allow for them
                     watchdog.cap_mib = cap + (len(sets) - 1) * tensor_mib(_set_tensors(sets[0]))
                 if not trial:
@@ -474,4 +451,4 @@ def run_train_job(job: dict[str, Any], emit: Any) -> None:
             ts.release()
             if cuda:
                 torch.cuda.empty_cache()
-        emit("record", record=asdict(rec))
+        emit.record(rec)

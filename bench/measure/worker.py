@@ -1,311 +1,203 @@
-"""The measuring process: ``python -m archbench.bench.measure.worker`` reads one job (JSON) on stdin and writes one JSON line per
-event on its original stdout: ``{"event": "start", "batch": B}`` when a cell begins and
-``{"event": "record", "record": {...}}`` when it ends. Anything the model or a library prints goes to stderr
-(the parent keeps it in a log), so it cannot corrupt the protocol.
+"""The measuring process. The engine starts it with ``BOOT`` (never with the current directory first on sys.path),
+writes one ``Job`` (archbench.bench.cell) on its stdin and reads events from its stdout (measure.protocol).
 
-A job is one group of cells sharing model, runtime, precision and device: the model is built and the runtime
-prepared once, then each batch size is measured. A cell that raises becomes a failed record and the next goes on;
-a crash, OOM kill or timeout is turned into a failed record by the parent (archbench.bench.measure.engine).
+A job of kind ``artifacts`` builds a model's artefact folder (measure.artifacts). A measuring job is one group of
+cells sharing source, runtime, precision and device: the model is loaded and the runtime prepared once, then each
+batch size is measured. A cell that raises becomes a failed record and the next goes on; a crash, OOM kill or
+timeout is turned into a failed record by the engine (measure.dispatch).
 
-A job with ``"mode": "export"`` only exports the model to ONNX into its artefact folder (the cache
-archbench.bench.measure.runtimes.export_onnx reuses) and emits ``{"event": "exported", ...}``: archbench.bench.measure.engine runs one before a model's
-ONNX Runtime cells, so the exporter's libraries (dynamo, onnxscript: ~200 MiB resident) never live in a measuring
-process and an ONNX Runtime cell's peak RSS does not depend on whether it was the one that exported.
-
-``job["options"]`` (all optional): ``fidelity_samples`` (compare at least this many samples with the fp32 PyTorch
-model, default 64), ``calibration`` / ``calib_batches`` / ``calib_batch_size`` (int8-static, archbench.bench.measure.quantize),
-``metric_hook`` (pkg.mod:fn, archbench.bench.measure.hooks).
+What a measuring worker imports is what a deployment of its runtime would: a runtime with ``needs_torch = False``
+(ONNX Runtime, OpenVINO) gets its model from the artefact folder and never imports torch; a record says so in its
+``warning`` if something did (a user's hook, say). Memory: ``rss_imports_mib`` is read right after the runtime's
+imports, before the model is loaded; ``peak_rss_mib`` over a separate inference pass; ``rss_model_mib`` the
+difference (the model and inference).
 """
 
 from __future__ import annotations
 
-import copy
-import json
-import math
 import os
 import sys
-import time
 import traceback
-from collections.abc import Callable
-from dataclasses import asdict
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from archbench.bench.cell import Cell, Job
+from archbench.bench.measure.protocol import Emitter, new_record, one_line, prepare_failed
+from archbench.bench.record import Record
 
-def _one_line(e: BaseException) -> str:
-    msg = str(e).strip().splitlines()
-    return f"{type(e).__name__}: {msg[0] if msg else ''}"[:500]
-
-
-class _Emitter:
-    def __init__(self, fh: Any) -> None:
-        self.fh = fh
-
-    def __call__(self, event: str, **payload: Any) -> None:
-        self.fh.write(json.dumps({"event": event, **payload}) + "\n")
-        self.fh.flush()
+# How the engine starts a worker: the interpreter's path without the current directory ('' with -c), so a user's
+# numpy.py, onnxruntime.py or models/ in the directory archbench runs from cannot shadow what the worker imports.
+# The user's own factory modules are still found there: measure.hooks.import_callable appends the cwd *last*.
+BOOT = ("import sys; sys.path[:] = [p for p in sys.path if p not in ('', '.')]; "
+        "from archbench.bench.measure.worker import main; main()")
 
 
-def prepare_failed(e: Exception, unsupported: type[Exception], batches: list[int], new_record: Callable[..., Any],
-                   emit: _Emitter) -> None:
-    """Building the model or preparing the runtime raised: every cell of the group gets a record saying so,
-    ``skipped`` when it is something the runtime cannot do (``unsupported``), else ``failed`` (traceback to the log)."""
-    if isinstance(e, unsupported):
-        status, error = "skipped", str(e)
+def worker_command() -> list[str]:
+    return [sys.executable, "-c", BOOT]
+
+
+def prepare(job: Job) -> tuple[Any, Any, float]:
+    """(runtime, model, rss right after the runtime's imports) for the job's cells: the runtime imported and its
+    thread pools sized, the model loaded (built, or read from the artefact folder), the runtime prepared on it.
+    Raises UnsupportedCell (a skipped cell) or anything else (a failed one). The worker and the pytest fixture
+    both start here."""
+    from archbench.bench.measure.harness import current_rss_mib
+    from archbench.bench.measure.runtimes import get_runtime
+    from archbench.bench.measure.variants import quant_config
+
+    head = job.head
+    workdir = Path(job.workdir)
+    cls = get_runtime(head.runtime)
+    cls.check(head.precision, head.device)
+    rt = cls(head.threads, head.device)  # imports the runtime's package, sizes its thread pools
+    rss_imports = current_rss_mib()
+    if cls.needs_torch:
+        from archbench.bench.measure.model import TorchModel
+
+        model: Any = TorchModel(head, workdir, job.cells)
     else:
-        print(traceback.format_exc(), file=sys.stderr)
-        status, error = "failed", f"prepare: {_one_line(e)}"
-    for b in batches:
-        emit("record", record=asdict(new_record(b, status=status, error=error)))
+        from archbench.bench.measure.model import Exported
+
+        model = Exported(head, workdir)
+    rt.prepare(model, head.precision, workdir, quant_config(head))
+    model.release()
+    return rt, model, rss_imports
 
 
-def export_job(job: dict[str, Any], emit: _Emitter) -> None:
-    """Build the model as a measuring worker would (same seed) and export it to the shared ONNX cache."""
-    import torch
+def measure_job(job: Job, emit: Emitter) -> None:
+    """Measure the job's cells (inference): load, prepare once, then time each batch size."""
+    from archbench.bench.measure.runtimes import UnsupportedCell
 
-    from archbench.bench.measure.runtimes import export_onnx
-    from archbench.bench.measure.sources import parse_dtype, resolve
-
-    torch.set_num_threads(int(job["threads"]) or 1)
-    t = time.perf_counter()
-    torch.manual_seed(0)  # as run_job: the cached export must hold the weights every measuring worker builds
-    shape = tuple(job["input_shape"]) if job.get("input_shape") else None
-    dtype = parse_dtype(job["dtype"]) if job.get("dtype") else None
-    src = resolve(job["model"], job.get("knobs") or {}, shape, dtype, job.get("weights"))
-    notes: list[str] = []
-    path = export_onnx(src, Path(job["workdir"]), notes)
-    emit("exported", path=str(path), seconds=round(time.perf_counter() - t, 3), notes=notes)
-
-
-def run_job(job: dict[str, Any], emit: _Emitter) -> None:
-    if job.get("mode") == "export":
-        export_job(job, emit)
-        return
-    if job.get("mode") in ("train", "maxbatch-trial"):  # training steps and max-batch trials: archbench.bench.measure.train
-        from archbench.bench.measure.train import run_train_job
-
-        run_train_job(job, emit)
-        return
-    import torch
-
-    from archbench.bench.env import environment
-    from archbench.bench.measure.harness import (
-        QUICK,
-        StopRule,
-        cpu_snapshot,
-        measure,
-        other_cpu_pct,
-        peak_rss_mib,
-        reset_peak_rss,
-    )
-    from archbench.bench.measure.runtimes import UnsupportedCell, get_runtime
-    from archbench.bench.measure.sources import parse_dtype, resolve
-    from archbench.bench.record import Record
-
-    threads = int(job["threads"])
-    runtime_name = job["runtime"]
-    # One pool at a time: torch gets the threads unless ONNX Runtime measures here (then torch stays at 1).
-    torch.set_num_threads(1 if runtime_name == "onnxruntime" else threads)
     try:
-        torch.set_num_interop_threads(1)
-    except RuntimeError:
-        pass
-    rule = StopRule(**job["rule"]) if job.get("rule") else QUICK
-    workdir = Path(job["workdir"])
-    env = environment()
-    base = dict(
-        model=job["model"], runtime=runtime_name, precision=job["precision"], device=job["device"],
-        threads=threads, knobs=json.dumps(job.get("knobs") or {}, sort_keys=True), run_id=job.get("run_id", ""),
-        **env,
-    )
-
-    def new_record(batch: int, **kw: Any) -> Record:
-        ts = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        return Record(batch=batch, timestamp=ts, **base, **kw)
-
-    batches: list[int] = list(job["batches"])
-    options: dict[str, Any] = job.get("options") or {}
-    fid_samples = int(options.get("fidelity_samples", DEFAULT_FIDELITY_SAMPLES))
-    try:
-        t = time.perf_counter()
-        shape = tuple(job["input_shape"]) if job.get("input_shape") else None
-        dtype = parse_dtype(job["dtype"]) if job.get("dtype") else None
-        # Zoo models initialise at random: seed, so every worker of a run builds the same weights. The ONNX export
-        # is cached per model and shared by its precisions' workers, and fidelity compares against this module.
-        torch.manual_seed(0)
-        src = resolve(job["model"], job.get("knobs") or {}, shape, dtype, job.get("weights"))
-        build_ms = (time.perf_counter() - t) * 1e3
-        if src.kind == "onnx" and src.input_spec is None:
-            src.input_spec = _onnx_input_spec(src.onnx_path)
-        counts = _static_counts(src, workdir)
-        rt = get_runtime(runtime_name)()
-        # The fp32 PyTorch model is the reference for fidelity. torch at fp32 *is* the reference; a cast
-        # (fp16/bf16) happens in place in prepare, so keep an fp32 copy for that case.
-        ref_model = None
-        if src.module is not None and not (runtime_name == "torch" and job["precision"] == "fp32"):
-            ref_model = copy.deepcopy(src.module) if job["precision"] != "fp32" else src.module
-        rt.prepare(src, job["precision"], job["device"], threads, workdir, quant=_quant_config(options))
-        hook = _metric_hook(options)
-        load_ms = rt.load_ms + (build_ms if runtime_name != "onnxruntime" else 0.0)
+        rt, model, rss_imports = prepare(job)
+        hook = _metric_hook(job.head.options.metric_hook)
     except Exception as e:
-        prepare_failed(e, UnsupportedCell, batches, new_record, emit)
+        prepare_failed(e, (UnsupportedCell,), job.cells, job.run_id, emit)
         return
-
-    cuda = job["device"] == "cuda"
-    for b in batches:
-        emit("start", batch=b)
-        spec = src.input_spec.with_batch(b)
-        rec = new_record(
-            b, family=src.family, input_shape="x".join(map(str, spec.shape)),
-            input_dtype=str(spec.dtype).removeprefix("torch."), params=counts.get("params"),
-            size_mib=rt.size_bytes / 2**20, load_ms=load_ms, quant_method=getattr(rt, "quant_method", ""),
-        )
-        if counts.get("macs") is not None:
-            # MACs of a forward scale with the batch (no zoo op mixes samples); counted once at batch 1.
-            rec.macs = counts["macs"] * b
-            rec.flops = 2 * rec.macs
-        try:
-            sets = [rt.convert(src.example_inputs(batch=b, seed=s)) for s in range(job.get("input_sets", 4))]
-            before = cpu_snapshot()
-            timing = measure(rt.run, sets, rule, cuda=cuda)
-            rec.fill_latency(timing.samples_ms, first_ms=timing.first_ms, warmup_iters=timing.warmup_iters,
-                             measure_s=timing.measure_s, other_cpu_pct=other_cpu_pct(before, cpu_snapshot()),
-                             flops_per_call=rec.flops)  # achieved GFLOP/s = FLOPs per forward / p50
-            # Memory pass, separate from timing: peak RSS over a few calls after resetting the high-water mark.
-            if cuda:
-                torch.cuda.reset_peak_memory_stats()
-            reset_peak_rss()
-            for i in range(3):
-                out = rt.run(sets[i % len(sets)])
-            if cuda:
-                torch.cuda.synchronize()
-                rec.cuda_max_allocated_mib = torch.cuda.max_memory_allocated() / 2**20
-                rec.cuda_max_reserved_mib = torch.cuda.max_memory_reserved() / 2**20
-            rec.peak_rss_mib = peak_rss_mib()
-            del out
-            if ref_model is not None:
-                from archbench.bench.measure.fidelity import compare
-
-                # Several input sets: the timing sets (seeds 0..k-1) plus more until --fidelity-samples samples.
-                seeds = fidelity_seeds(b, len(sets), fid_samples)
-                refs = [_reference(ref_model, src, b, s) for s in seeds]
-                gots = [rt.outputs(rt.run(sets[s] if s < len(sets) else rt.convert(src.example_inputs(b, s))))
-                        for s in seeds]
-                fid = compare(refs, gots)
-                rec.max_abs_err, rec.cosine, rec.sqnr_db = fid.max_abs_err, fid.cosine, fid.sqnr_db
-                rec.top1_agree, rec.top1_rows, rec.fidelity_sets = fid.top1_agree, fid.top1_rows, fid.sets
-            if hook is not None:
-                rec.task_metric, why = _task_metric(hook, rt, src, job, b)
-                if why:
-                    rec.warning = "; ".join([rec.warning, why]).strip("; ")
-        except Exception as e:
-            print(traceback.format_exc(), file=sys.stderr)
-            rec.status, rec.error = "failed", _one_line(e)
-            if cuda and "out of memory" in str(e).lower():
-                torch.cuda.empty_cache()
-        if rt.notes:
-            rec.warning = "; ".join([*rt.notes, rec.warning]).strip("; ")
-        emit("record", record=asdict(rec))
+    for cell in job.cells:
+        emit("start", batch=cell.batch)
+        emit.record(measure_cell(cell, rt, model, job, rss_imports, hook))
 
 
-DEFAULT_FIDELITY_SAMPLES = 64
+def start_record(cell: Cell, rt: Any, model: Any, run_id: str, rss_imports: float | None) -> Record:
+    """A cell's record with everything known before timing: identity, provenance, the model's counts, the
+    runtime's size, load time and settings."""
+    b = cell.batch
+    specs = [s.with_batch(b) for s in model.specs]
+    rec = new_record(
+        cell, run_id, family=model.family, input_shape=",".join("x".join(map(str, s.shape)) for s in specs),
+        input_dtype=",".join(s.dtype for s in specs), params=model.counts.get("params"),
+        size_mib=rt.size_bytes / 2**20, load_ms=rt.load_ms, quant_method=rt.quant_method,
+        runtime_version=type(rt).version(), runtime_threads=rt.runtime_threads, runtime_config=rt.runtime_config,
+        rss_imports_mib=None if rss_imports is None else round(rss_imports, 2),
+    )
+    if model.counts.get("macs") is not None:
+        rec.macs = model.counts["macs"] * b  # of a batch-1 forward x batch: no zoo op mixes samples
+        rec.flops = 2 * rec.macs
+    return rec
 
 
-def fidelity_seeds(batch: int, input_sets: int, samples: int) -> list[int]:
-    """Seeds of the input sets fidelity compares: the timing sets 0..k-1, plus more until ``samples`` samples."""
-    return list(range(max(input_sets, math.ceil(samples / batch) if samples > 0 else 0, 1)))
+def measure_cell(cell: Cell, rt: Any, model: Any, job: Job, rss_imports: float, hook: Any = None) -> Record:
+    """One cell on a prepared runtime: timing, memory pass, fidelity, task metric. Never raises."""
+    from archbench.bench.measure.fidelity import compare
+    from archbench.bench.measure.harness import cpu_snapshot, measure, other_cpu_pct
+    from archbench.bench.measure.inputs import fidelity_seeds
+
+    b = cell.batch
+    rec = start_record(cell, rt, model, job.run_id, rss_imports)
+    cuda = cell.device == "cuda" and type(rt).needs_torch  # CUDA events need torch; ORT's run() is synchronous
+    try:
+        sets = [rt.convert(model.inputs(b, s)) for s in range(cell.options.input_sets)]
+        before = cpu_snapshot()
+        timing = measure(rt.run, sets, job.rule, cuda=cuda)
+        rec.fill_latency(timing.samples_ms, first_ms=timing.first_ms, warmup_iters=timing.warmup_iters,
+                         measure_s=timing.measure_s, other_cpu_pct=other_cpu_pct(before, cpu_snapshot()),
+                         flops_per_call=rec.flops)  # achieved GFLOP/s = FLOPs per forward / p50
+        _memory_pass(rec, rt, sets, cuda)
+        if rec.peak_rss_mib is not None:
+            rec.rss_model_mib = round(rec.peak_rss_mib - rss_imports, 2)
+        seeds = fidelity_seeds(b, len(sets), cell.options.fidelity_samples)
+        refs = [model.reference(b, s) for s in seeds]
+        if refs and all(r is not None for r in refs):
+            gots = [rt.outputs(rt.run(sets[s] if s < len(sets) else rt.convert(model.inputs(b, s)))) for s in seeds]
+            fid = compare(refs, gots)
+            rec.max_abs_err, rec.cosine, rec.sqnr_db = fid.max_abs_err, fid.cosine, fid.sqnr_db
+            rec.top1_agree, rec.top1_rows, rec.fidelity_sets = fid.top1_agree, fid.top1_rows, fid.sets
+        if hook is not None:
+            rec.task_metric, why = _task_metric(hook, rt, model, cell)
+            if why:
+                rec.warning = "; ".join([rec.warning, why]).strip("; ")
+    except Exception as e:
+        print(traceback.format_exc(), file=sys.stderr)
+        rec.status, rec.error = "failed", one_line(e)
+    if rt.notes:
+        rec.warning = "; ".join([*rt.notes, rec.warning]).strip("; ")
+    if not type(rt).needs_torch and "torch" in sys.modules:
+        rec.warning = "; ".join([rec.warning, "torch was imported into this torch-free worker (by a hook?): "
+                                 "peak_rss_mib includes it"]).strip("; ")
+    return rec
 
 
-def _reference(model: Any, src: Any, batch: int, seed: int = 0) -> list[np.ndarray]:
-    """fp32 PyTorch outputs on the input set ``seed`` (the runtime gets the same one)."""
-    import torch
+def _memory_pass(rec: Record, rt: Any, sets: list[Any], cuda: bool) -> None:
+    """Peak RSS over a few calls after resetting the high-water mark (separate from timing); CUDA allocator peaks."""
+    from archbench.bench.measure.harness import peak_rss_mib, reset_peak_rss
 
-    from archbench.bench.measure.runtimes import _flatten
+    if cuda:
+        import torch
 
-    with torch.inference_mode():
-        out = model(*src.example_inputs(batch=batch, seed=seed))
-    return [t.float().cpu().numpy() for t in _flatten(out)]
+        torch.cuda.reset_peak_memory_stats()
+    reset_peak_rss()
+    for i in range(3):
+        out = rt.run(sets[i % len(sets)])
+    del out
+    if cuda:
+        import torch
+
+        torch.cuda.synchronize()
+        rec.cuda_max_allocated_mib = torch.cuda.max_memory_allocated() / 2**20
+        rec.cuda_max_reserved_mib = torch.cuda.max_memory_reserved() / 2**20
+    rec.peak_rss_mib = round(peak_rss_mib(), 2)
 
 
-def _quant_config(options: dict[str, Any]) -> Any:
-    from archbench.bench.measure.quantize import QuantConfig
-
-    keys = ("calib_batches", "calib_batch_size", "calibration", "per_channel", "reduce_range")
-    return QuantConfig(**{k: options[k] for k in keys if options.get(k) is not None})
-
-
-def _metric_hook(options: dict[str, Any]) -> Any:
-    if not options.get("metric_hook"):
+def _metric_hook(ref: str | None) -> Any:
+    if not ref:
         return None
     from archbench.bench.measure.hooks import load_hook
 
-    return load_hook(options["metric_hook"], "--metric-hook")
+    return load_hook(ref, "--metric-hook")
 
 
-def _task_metric(hook: Any, rt: Any, src: Any, job: dict[str, Any], batch: int) -> tuple[float | None, str]:
+def _task_metric(hook: Any, rt: Any, model: Any, cell: Cell) -> tuple[float | None, str]:
     """(value, "") or (None, why): a hook that raises leaves the timing record intact and says so."""
     from archbench.bench.measure.hooks import HookContext
 
     def predict(inputs: Any) -> list[np.ndarray]:
-        return rt.outputs(rt.run(rt.convert(tuple(inputs))))
+        return rt.outputs(rt.run(rt.convert(tuple(np.asarray(x) for x in inputs))))
 
-    ctx = HookContext(job["model"], dict(job.get("knobs") or {}), job["runtime"], job["precision"], batch,
-                      job["device"], src.input_spec.with_batch(batch), src.family, list(getattr(rt, "input_names", [])))
+    ctx = HookContext(cell.source, cell.knob_dict, cell.runtime, cell.precision, cell.batch, cell.device,
+                      model.specs[0].with_batch(cell.batch), model.family, list(getattr(rt, "input_names", [])))
     try:
         return float(hook(predict, ctx)), ""
     except Exception as e:
         print(traceback.format_exc(), file=sys.stderr)
-        return None, f"metric hook failed: {_one_line(e)}"
+        return None, f"metric hook failed: {one_line(e)}"
 
 
-def _static_counts(src: Any, workdir: Path) -> dict[str, Any]:
-    """Params and batch-1 MACs, cached per model in the run's artefact folder (shared by its runtimes)."""
-    path = workdir / "counts.json"
-    if path.exists():
-        return json.loads(path.read_text())
-    workdir.mkdir(parents=True, exist_ok=True)
-    counts: dict[str, Any] = {}
-    if src.module is not None:
-        from archbench.bench.measure.profile import count_macs, count_params
+def run_job(job: Job, emit: Emitter) -> None:
+    if job.kind == "artifacts":
+        from archbench.bench.measure.artifacts import build
+        from archbench.bench.measure.variants import build_variants
 
-        counts["params"] = count_params(src.module)[0]
-        try:
-            counts["macs"] = count_macs(src.module, src.example_inputs(batch=1))
-        except Exception as e:  # a model fvcore cannot trace still gets timed
-            print(f"MAC count failed: {_one_line(e)}", file=sys.stderr)
+        build(job, emit)
+        build_variants(job, Path(job.workdir))
+    elif job.head.mode in ("train", "maxbatch-trial"):  # training steps and max-batch trials: measure.train
+        from archbench.bench.measure.train import run_train_job
+
+        run_train_job(job, emit)
     else:
-        from archbench.bench.measure.onnx_profile import profile_onnx
-
-        spec = src.input_spec
-        p = profile_onnx(src.onnx_path, spec.with_batch(1).shape if spec else None)
-        counts = {"params": p.params, "macs": p.macs}
-    path.write_text(json.dumps(counts))
-    return counts
-
-
-def _onnx_input_spec(path: Path) -> Any:
-    """An InputSpec from an ONNX graph's single input (symbolic dims -> 1)."""
-    import onnx
-
-    from archbench.bench.errors import UsageError
-    from archbench.models import InputSpec
-
-    g = onnx.load(str(path), load_external_data=False).graph
-    inits = {t.name for t in g.initializer}
-    ins = [i for i in g.input if i.name not in inits]
-    if len(ins) != 1:
-        raise UsageError(f"{path}: {len(ins)} graph inputs; archbench measures single-input graphs")
-    tt = ins[0].type.tensor_type
-    shape = tuple(d.dim_value if d.HasField("dim_value") else 1 for d in tt.shape.dim)
-    np_dtype = onnx.helper.tensor_dtype_to_np_dtype(tt.elem_type)
-    import torch
-
-    dtype = {np.dtype("float32"): torch.float32, np.dtype("float16"): torch.float16,
-             np.dtype("int64"): torch.int64, np.dtype("int32"): torch.int32}.get(np.dtype(np_dtype), torch.float32)
-    return InputSpec(shape, dtype, None if dtype.is_floating_point else 2)
+        measure_job(job, emit)
 
 
 def main() -> None:
@@ -313,11 +205,6 @@ def main() -> None:
     proto = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)
     sys.stdout = sys.stderr
-    job = json.loads(sys.stdin.read())
-    if job.get("cwd"):
-        sys.path.insert(0, job["cwd"])  # user factories import like they did in the parent's directory
-    run_job(job, _Emitter(proto))
+    job = Job.from_json(sys.stdin.read())
+    run_job(job, Emitter(proto))
 
-
-if __name__ == "__main__":
-    main()

@@ -187,7 +187,7 @@ def extra_info(rec: Record, rule: StopRule, extra: dict[str, Any] | None = None)
                              "cpu_model", "cpu_count", "gpu_name", "gpu_driver")}
     info: dict[str, Any] = {k: d[k] for k in EXTRA_FIELDS}
     info.update({short: d[fld] for short, fld in PERCENTILES})
-    info.update(stop_rule=asdict(rule), timing=TIMING_NOTE, fingerprint=fingerprint(d), environment=env)
+    info.update(stop_rule=asdict(rule), timing=TIMING_NOTE, fingerprint=fingerprint(rec), environment=env)
     if extra:
         info.update(extra)
     return info
@@ -261,53 +261,47 @@ class ArchbenchBench:
               weights: str | None = None, rule: StopRule | None = None) -> Record:
         """Build ``ref``, prepare it on ``runtime`` at ``precision`` and time one forward at ``batch``.
 
-        Params and batch-1 MACs (x batch) come from archbench.bench.measure.profile, as in ``archbench run``. Torch's intra-op pool
-        gets ``threads`` (default: --archbench-threads, else all CPUs) unless ONNX Runtime measures, then torch
-        keeps 1 and the session gets them; the previous setting is restored afterwards. A runtime that cannot run the precision skips the test.
+        The same path as ``archbench run``'s workers (archbench.bench.measure.worker.prepare / start_record), in
+        this process: params and batch-1 MACs (x batch), the runtime's threads (default: --archbench-threads, else
+        all CPUs), its size and load time. A torch-free runtime gets its artefacts (ONNX export, variant) built here
+        first. A runtime that cannot run the precision skips the test. torch's thread setting is restored after.
         """
         import torch
 
-        from archbench.bench.env import environment
+        from archbench.bench.cell import Cell, Job, Options, canonical_knobs
         from archbench.bench.measure.runtimes import UnsupportedCell, get_runtime
-        from archbench.bench.measure.sources import parse_dtype, resolve
-        from archbench.bench.measure.worker import _static_counts
+        from archbench.bench.measure.worker import prepare, start_record
 
         knobs = dict(knobs or {})
         threads = threads or self.threads or _threads()
         rule = rule or self.rule
         workdir = self.workroot / (_slug(ref) + ("_" + _slug(json.dumps(knobs, sort_keys=True)) if knobs else ""))
+        shape = tuple(input_shape) if input_shape else None
+        cell = Cell(source=ref, runtime=runtime, precision=precision, batch=batch, device=device, threads=threads,
+                    knobs=canonical_knobs(knobs), options=Options(input_shape=shape, dtype=dtype, weights=weights,
+                                                                   input_sets=input_sets))
+        job = Job(cells=(cell,), workdir=str(workdir), rule=rule)
         previous = torch.get_num_threads()
-        torch.set_num_threads(1 if runtime == "onnxruntime" else threads)
         try:
-            t = time.perf_counter()
-            torch.manual_seed(0)  # zoo models initialise at random: the same weights in every session
-            src = resolve(ref, knobs, input_shape, parse_dtype(dtype) if dtype else None, weights)
-            build_ms = (time.perf_counter() - t) * 1e3
-            if src.kind == "onnx" and src.input_spec is None:
-                from archbench.bench.measure.worker import _onnx_input_spec
-
-                src.input_spec = _onnx_input_spec(src.onnx_path)
-            counts = _static_counts(src, workdir)  # before prepare: a cast or quantization changes the module
-            rt = get_runtime(runtime)()
             try:
-                rt.prepare(src, precision, device, threads, workdir)
+                cls = get_runtime(runtime)
+                cls.check(precision, device)
+                if not cls.needs_torch:
+                    from archbench.bench.measure.artifacts import build
+                    from archbench.bench.measure.variants import build_variants
+
+                    build(replace(job, kind="artifacts", artifact=cls.artifact), lambda *a, **k: None)
+                    build_variants(job, workdir)
+                rt, model, _ = prepare(job)
             except UnsupportedCell as e:
                 pytest.skip(f"{ref} {runtime} {precision} on {device}: {e}")
-            spec = src.input_spec.with_batch(batch)
-            rec = Record(
-                model=ref, runtime=runtime, precision=precision, batch=batch, device=device, threads=threads,
-                family=src.family, knobs=json.dumps(knobs, sort_keys=True),
-                input_shape="x".join(map(str, spec.shape)), input_dtype=str(spec.dtype).removeprefix("torch."),
-                quant_method=getattr(rt, "quant_method", ""), params=counts.get("params"),
-                size_mib=rt.size_bytes / 2**20, load_ms=rt.load_ms + (build_ms if runtime != "onnxruntime" else 0.0),
-                timestamp=_now(), **environment(),
-            )
-            if counts.get("macs") is not None:
-                rec.macs = counts["macs"] * batch  # counted once at batch 1; no zoo op mixes samples
-                rec.flops = 2 * rec.macs
-            sets = [rt.convert(src.example_inputs(batch=batch, seed=s)) for s in range(input_sets)]
+            except ValueError as e:
+                raise UsageError(str(e)) from None
+            rec = start_record(cell, rt, model, "", None)
+            sets = [rt.convert(model.inputs(batch, s)) for s in range(input_sets)]
             self._group(ref)
-            fill_latency(rec, time_with_benchmark(self.benchmark, rt.run, sets, rule, cuda=device == "cuda"))
+            cuda = device == "cuda" and cls.needs_torch
+            fill_latency(rec, time_with_benchmark(self.benchmark, rt.run, sets, rule, cuda=cuda))
             if rt.notes:
                 rec.warning = "; ".join([*rt.notes, rec.warning]).strip("; ")
         finally:
@@ -359,24 +353,24 @@ def budget_title(b: Budget) -> str:
     return f"{b.name} ({terms})" if b.name else repr(b.source)
 
 
-def label(r: dict[str, Any]) -> str:
+def label(r: Record) -> str:
     """``mlp_s onnxruntime fp32 b1`` (empty fields left out: a callable has no precision)."""
-    knobs = r.get("knobs") or ""
-    parts = [r.get("model"), "" if knobs in ("", "{}") else knobs.replace('"', "").replace(" ", ""),
-             r.get("runtime"), r.get("precision"), f"b{r.get('batch')}", r.get("device") or ""]
+    knobs = r.knobs or ""
+    parts = [r.model, "" if knobs in ("", "{}") else knobs.replace('"', "").replace(" ", ""),
+             r.runtime, r.precision, f"b{r.batch}", r.device or ""]
     return " ".join(str(p) for p in parts if p and p != "cpu")
 
 
-def _as_record(measured: Any) -> dict[str, Any]:
+def _as_record(measured: Any) -> Record:
     if isinstance(measured, Record):
-        return asdict(measured)
-    if isinstance(measured, dict):
         return measured
-    raise TypeError(f"assert_budget takes a archbench.bench.record.Record or a record dict, not {type(measured).__name__}")
+    if isinstance(measured, dict):
+        return Record.from_dict(measured)
+    raise TypeError(f"assert_budget takes an archbench Record or a record dict, not {type(measured).__name__}")
 
 
 def check_budget(measured: Record | dict[str, Any], budget: str | Budget, title: str = "",
-                 strict: bool = False, context: Sequence[dict[str, Any]] = ()) -> RecordVerdict:
+                 strict: bool = False, context: Sequence[Record] = ()) -> RecordVerdict:
     """Judge and act like a test: FAIL/ERROR (and INCONCLUSIVE when ``strict``) raise BudgetFailed; SKIPPED
     skips; INCONCLUSIVE otherwise warns (BudgetInconclusive). Returns the verdict."""
     __tracebackhide__ = True  # pytest shows the test's line, not this function's
@@ -394,7 +388,7 @@ def check_budget(measured: Record | dict[str, Any], budget: str | Budget, title:
 
 
 def assert_budget(measured: Record | dict[str, Any], budget: str | Budget, *, strict: bool = False,
-                  context: Sequence[dict[str, Any]] = ()) -> RecordVerdict:
+                  context: Sequence[Record] = ()) -> RecordVerdict:
     """Assert that a measurement meets a budget: ``assert_budget(rec, "p95_ms<=20, size_mib<=30")``.
 
     ``measured``: what ``archbench_bench`` returned, or any record dict (a line of records.jsonl). ``budget``: an

@@ -5,6 +5,9 @@ and points carry their model name as a direct label. matplotlib is imported insi
 so importing this module costs nothing.
 
     paths = plot_all(records, Path("review/plots"), peaks=peaks)
+
+The Pareto front marked on the latency plots is archbench.bench.analyze.select.pareto_indices, the same front ``pick``
+reports, on (more MACs or bytes, less latency).
 """
 
 from __future__ import annotations
@@ -14,6 +17,10 @@ from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from archbench.bench.env import fingerprint
+from archbench.bench.record import Record
+from archbench.bench.report.format import num
 
 # Okabe-Ito colours (distinguishable with the common colour-vision deficiencies); shape carries the meaning.
 _RUNTIME_STYLE = {"torch": ("o", "#0072B2", ""), "onnxruntime": ("^", "#D55E00", "///"),
@@ -52,46 +59,42 @@ def _fill(precision: str) -> str:
     return _SPARE_FILL[sum(map(ord, precision)) % len(_SPARE_FILL)]  # stable across processes
 
 
-def _ok(records: Sequence[dict[str, Any]], *fields: str, infer_only: bool = False) -> list[dict[str, Any]]:
+def _ok(records: Sequence[Record], *fields: str, infer_only: bool = False) -> list[Record]:
     """ok records with every field in ``fields``; never --find-max-batch trials; only inference if asked."""
     modes = ("infer",) if infer_only else ("infer", "train")
-    return [r for r in records if r.get("status") == "ok" and (r.get("mode") or "infer") in modes
-            and all(r.get(f) is not None for f in fields)]
+    return [r for r in records if r.ok and (r.mode or "infer") in modes
+            and all(getattr(r, f) is not None for f in fields)]
 
 
-def _groups(records: Sequence[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+def _groups(records: Sequence[Record]) -> dict[str, list[Record]]:
     """Records per (machine label, device), in first-seen order: one panel or figure each."""
     from archbench.bench.analyze.merge import machine_labels
-    from archbench.bench.env import fingerprint
 
     labels = machine_labels(records)
-    out: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    out: dict[str, list[Record]] = defaultdict(list)
     for r in records:
-        out[f"{labels[fingerprint(r)]} / {r.get('device')}"].append(r)
+        out[f"{labels[fingerprint(r)]} / {r.device}"].append(r)
     return dict(out)
 
 
-def pareto_front(xs: Sequence[float], ys: Sequence[float]) -> list[int]:
-    """Indices of the points no other point beats on both axes, taking larger x as better and smaller y as
-    better (most MACs or bytes, a proxy for capacity, at the least latency), ordered by increasing x."""
-    order = sorted(range(len(xs)), key=lambda i: (ys[i], -xs[i]))
-    front, best_x = [], -math.inf
-    for i in order:
-        if xs[i] > best_x:
-            front.append(i)
-            best_x = xs[i]
-    return sorted(front, key=lambda i: xs[i])
+def _front(xs: Sequence[float], ys: Sequence[float]) -> list[int]:
+    """The Pareto front of the latency plots, ordered by increasing x: larger x (MACs or bytes, a proxy for
+    capacity) and smaller y (latency) are better."""
+    from archbench.bench.analyze.select import pareto_indices
+
+    return sorted(pareto_indices([(-x, y) for x, y in zip(xs, ys, strict=True)]), key=lambda i: xs[i])
 
 
-def _legend_handles(records: Sequence[dict[str, Any]], extra: Sequence[Any] = ()) -> list[Any]:
+def _legend_handles(records: Sequence[Any], extra: Sequence[Any] = ()) -> list[Any]:
+    """Marker per runtime and fill per precision of ``records`` (Records or roofline Placements)."""
     from matplotlib.lines import Line2D
 
     spare: dict[str, tuple[str, str, str]] = {}
     handles = []
-    for rt in dict.fromkeys(r["runtime"] for r in records):
+    for rt in dict.fromkeys(r.runtime for r in records):
         marker, color, _ = _runtime_style(rt, spare)
         handles.append(Line2D([], [], linestyle="none", marker=marker, color=color, markersize=7, label=rt))
-    precisions = list(dict.fromkeys(r["precision"] for r in records))
+    precisions = list(dict.fromkeys(r.precision for r in records))
     if len(precisions) > 1:
         for p in precisions:
             handles.append(Line2D([], [], linestyle="none", marker="o", color="#555555", fillstyle=_fill(p),
@@ -99,9 +102,10 @@ def _legend_handles(records: Sequence[dict[str, Any]], extra: Sequence[Any] = ()
     return handles + list(extra)
 
 
-def _scatter_cells(ax: Any, records: Sequence[dict[str, Any]], x_of: Any, y_of: Any
+def _scatter_cells(ax: Any, records: Sequence[Any], x_of: Any, y_of: Any
                    ) -> tuple[dict[str, tuple[float, float]], list[tuple[float, float]]]:
-    """Plot one marker per record; join the points of one model with a thin line (the runtime spread).
+    """Plot one marker per record (a Record or a roofline Placement: model, runtime, precision); join the points of
+    one model with a thin line (the runtime spread).
     Returns model -> (x, y) of its lowest point (where its direct label goes), and every point plotted."""
     spare: dict[str, tuple[str, str, str]] = {}
     by_model: dict[str, list[tuple[float, float]]] = defaultdict(list)
@@ -109,10 +113,10 @@ def _scatter_cells(ax: Any, records: Sequence[dict[str, Any]], x_of: Any, y_of: 
         x, y = x_of(r), y_of(r)
         if x is None or y is None or x <= 0 or y <= 0:
             continue
-        marker, color, _ = _runtime_style(r["runtime"], spare)
-        ax.plot([x], [y], linestyle="none", marker=marker, color=color, fillstyle=_fill(r["precision"]),
+        marker, color, _ = _runtime_style(r.runtime, spare)
+        ax.plot([x], [y], linestyle="none", marker=marker, color=color, fillstyle=_fill(r.precision),
                 markersize=7, markeredgewidth=1.3, zorder=3)
-        by_model[r["model"]].append((x, y))
+        by_model[r.model].append((x, y))
     anchors = {}
     for model, pts in by_model.items():
         if len(pts) > 1:
@@ -203,15 +207,15 @@ def _log_axes(ax: Any, x_eng_unit: str | None = None) -> None:
     ax.grid(True, which="minor", linewidth=0.3, alpha=0.25)
 
 
-def _smallest_batch(records: Sequence[dict[str, Any]]) -> tuple[list[dict[str, Any]], int | None, list[int]]:
-    batches = sorted({int(r.get("batch") or 1) for r in records})
+def _smallest_batch(records: Sequence[Record]) -> tuple[list[Record], int | None, list[int]]:
+    batches = sorted({int(r.batch or 1) for r in records})
     if not batches:
         return [], None, []
     b = batches[0]
-    return [r for r in records if int(r.get("batch") or 1) == b], b, batches
+    return [r for r in records if int(r.batch or 1) == b], b, batches
 
 
-def plot_latency_vs(records: Sequence[dict[str, Any]], x_field: str, path: Path) -> Path | None:
+def plot_latency_vs(records: Sequence[Record], x_field: str, path: Path) -> Path | None:
     """p50 latency against ``x_field`` (``macs`` or ``size_mib``), one panel per machine and device, at the
     smallest batch measured, with the Pareto front (most MACs/bytes for the latency) marked."""
     from matplotlib.lines import Line2D
@@ -227,10 +231,11 @@ def plot_latency_vs(records: Sequence[dict[str, Any]], x_field: str, path: Path)
     fig, axes = plt.subplots(rows, cols, figsize=(7.5 * cols, 5.2 * rows + 0.6), squeeze=False)
     what = {"macs": "MACs per forward", "size_mib": "size of the loaded artefact (MiB)"}.get(x_field, x_field)
     for ax, (title, rs) in zip(axes.flat, groups.items(), strict=False):
-        xs = [float(r[x_field]) for r in rs]
-        ys = [float(r["latency_p50_ms"]) for r in rs]
-        anchors, points = _scatter_cells(ax, rs, lambda r: float(r[x_field]), lambda r: float(r["latency_p50_ms"]))
-        front = pareto_front(xs, ys)
+        xs = [float(getattr(r, x_field)) for r in rs]
+        ys = [float(r.latency_p50_ms) for r in rs]
+        anchors, points = _scatter_cells(ax, rs, lambda r: float(getattr(r, x_field)),
+                                         lambda r: float(r.latency_p50_ms))
+        front = _front(xs, ys)
         if len(front) > 1:
             ax.step([xs[i] for i in front], [ys[i] for i in front], where="pre", color="black", linestyle="--",
                     linewidth=1.0, zorder=1)
@@ -266,12 +271,12 @@ def plot_latency_vs(records: Sequence[dict[str, Any]], x_field: str, path: Path)
     return path
 
 
-def plot_distributions(records: Sequence[dict[str, Any]], path: Path) -> Path | None:
+def plot_distributions(records: Sequence[Record], path: Path) -> Path | None:
     """Box plots of every ok cell's raw samples (samples_ms), one row per cell, grouped by model.
 
     Left panel: absolute latency (log axis), where cells sit against each other. Right panel: each sample over
     its cell's median (linear axis), the cell's jitter, which a log axis spanning decades would flatten."""
-    recs = [r for r in _ok(records) if r.get("samples_ms")]
+    recs = [r for r in _ok(records) if r.samples_ms]
     if not recs:
         return None
     plt = _mpl()
@@ -280,20 +285,19 @@ def plot_distributions(records: Sequence[dict[str, Any]], path: Path) -> Path | 
     from matplotlib.ticker import FuncFormatter
 
     from archbench.bench.analyze.merge import machine_labels
-    from archbench.bench.env import fingerprint
 
     labels_m = machine_labels(recs)
     many = len(labels_m) > 1
     # models in family order, each model's cells in the order they were measured
-    recs = sorted(recs, key=lambda r: (str(r.get("family") or ""), str(r["model"]), int(r.get("batch") or 1)))
+    recs = sorted(recs, key=lambda r: (r.family or "", r.model, int(r.batch or 1)))
     data, names, runtimes, models = [], [], [], []
     for r in recs:
-        data.append(np.asarray(r["samples_ms"], dtype=float))
-        extra = f" b{r['batch']}" + ("" if (r.get("mode") or "infer") == "infer" else f" {r['mode']}") + \
+        data.append(np.asarray(r.samples_ms, dtype=float))
+        extra = f" b{r.batch}" + ("" if (r.mode or "infer") == "infer" else f" {r.mode}") + \
             (f" @{labels_m[fingerprint(r)]}" if many else "")
-        names.append(f"{r['model']}  {r['runtime']} {r['precision']}{extra}")
-        runtimes.append(r["runtime"])
-        models.append(r["model"])
+        names.append(f"{r.model}  {r.runtime} {r.precision}{extra}")
+        runtimes.append(r.runtime)
+        models.append(r.model)
     n = len(data)
     fig, (ax, axr) = plt.subplots(1, 2, sharey=True, figsize=(13, 1.6 + 0.32 * n), layout="constrained",
                                   gridspec_kw={"width_ratios": [3, 2]})
@@ -317,7 +321,7 @@ def plot_distributions(records: Sequence[dict[str, Any]], path: Path) -> Path | 
                 shade, start = not shade, i
         a.grid(True, axis="x", which="both", linewidth=0.4, alpha=0.4)
     for p, d in zip(pos, data, strict=True):
-        ax.annotate(f"{np.median(d):.3g} ms (n={d.size})", (float(np.percentile(d, 99)), p), xytext=(4, 0),
+        ax.annotate(f"{num(float(np.median(d)))} ms (n={d.size})", (float(np.percentile(d, 99)), p), xytext=(4, 0),
                     textcoords="offset points", va="center", fontsize=7)
     ax.set_yticks(pos, names, fontsize=8)
     ax.set_xscale("log")
@@ -336,7 +340,7 @@ def plot_distributions(records: Sequence[dict[str, Any]], path: Path) -> Path | 
     axr.axvline(1.0, color="black", linewidth=0.6)
     for p, d, hi_r in zip(pos, data, p99s, strict=True):
         cv = float(d.std(ddof=1) / d.mean()) if d.size > 1 else 0.0
-        axr.annotate(f"CV {cv:.0%}" + (f" (p99 {hi_r:.3g}x ▸)" if hi_r > top else ""), (1.0, p),
+        axr.annotate(f"CV {cv:.0%}" + (f" (p99 {num(hi_r)}x ▸)" if hi_r > top else ""), (1.0, p),
                      xycoords=("axes fraction", "data"), xytext=(4, 0), textcoords="offset points", va="center",
                      ha="left", fontsize=7)
     axr.set_xlabel(f"latency / the cell's median (linear, axis ends at {top:.2g}x)")
@@ -368,12 +372,10 @@ def plot_roofline(placements: Sequence[Any], peaks: Any | None, title: str, path
     from matplotlib.lines import Line2D
 
     fig, ax = plt.subplots(figsize=(8.5, 5.8))
-    recs = [{"runtime": p.runtime, "precision": p.precision, "model": p.model, "ai": p.intensity,
-             "gflops": p.achieved_flops_per_s / 1e9} for p in pts]
-    anchors, points = _scatter_cells(ax, recs, lambda r: r["ai"], lambda r: r["gflops"])
+    anchors, points = _scatter_cells(ax, pts, lambda p: p.intensity, lambda p: p.achieved_flops_per_s / 1e9)
     _log_axes(ax)  # before any transform below: label angles are measured on the log axes
-    ais = [r["ai"] for r in recs]
-    ys = [r["gflops"] for r in recs]
+    ais = [p.intensity for p in pts]
+    ys = [p.achieved_flops_per_s / 1e9 for p in pts]
     lo_x = min(ais) / 3
     hi_x = max(ais) * 3
     extra = []
@@ -386,13 +388,13 @@ def plot_roofline(placements: Sequence[Any], peaks: Any | None, title: str, path
         y_lo = min(min(ys), lo_x * bw) / 2
         ax.set_ylim(y_lo, max(max(ys), peak) * 3)
         ax.set_xlim(lo_x, hi_x)
-        ax.annotate(f"ridge {ridge:.3g} FLOP/B", (ridge, y_lo), xytext=(3, 3), textcoords="offset points",
+        ax.annotate(f"ridge {num(ridge)} FLOP/B", (ridge, y_lo), xytext=(3, 3), textcoords="offset points",
                     fontsize=8)
         # roof labels go where they cover no point
         pts_px = ax.transData.transform(list(zip(ais, ys, strict=True)))
-        _roof_label(ax, f"fp32 matmul peak {peak:.3g} GFLOP/s", [ridge * (hi_x / ridge) ** f for f in
+        _roof_label(ax, f"fp32 matmul peak {num(peak)} GFLOP/s", [ridge * (hi_x / ridge) ** f for f in
                     (0.03, 0.15, 0.3, 0.45)], lambda x: peak, pts_px)
-        _roof_label(ax, f"copy bandwidth {bw:.3g} GB/s", [lo_x * (ridge / lo_x) ** f for f in
+        _roof_label(ax, f"copy bandwidth {num(bw)} GB/s", [lo_x * (ridge / lo_x) ** f for f in
                     (0.05, 0.2, 0.35, 0.5)], lambda x: x * bw, pts_px)
         extra.append(Line2D([], [], color="black", linewidth=1.6, label="measured roof"))
     else:
@@ -405,7 +407,7 @@ def plot_roofline(placements: Sequence[Any], peaks: Any | None, title: str, path
     ax.set_xlabel("arithmetic intensity (FLOP per byte, log)")
     ax.set_ylabel("achieved GFLOP/s = FLOPs / p50 (log)")
     ax.set_title(f"Roofline: {title}", fontsize=10)
-    ax.legend(handles=_legend_handles(recs, extra), fontsize=8, loc="upper left", framealpha=0.9)
+    ax.legend(handles=_legend_handles(pts, extra), fontsize=8, loc="upper left", framealpha=0.9)
     fig.text(0.01, 0.005, BYTES_CAPTION, fontsize=7, ha="left", va="bottom", wrap=True)
     fig.tight_layout(rect=(0, 0.04, 1, 1))
     fig.savefig(path, dpi=DPI)
@@ -419,7 +421,7 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_")[:60] or "device"
 
 
-def plot_all(records: Sequence[dict[str, Any]], out: Path, placements: Sequence[Any] = (),
+def plot_all(records: Sequence[Record], out: Path, placements: Sequence[Any] = (),
              peaks: Sequence[Any] = ()) -> list[Path]:
     """Every plot into folder ``out``: latency_vs_macs.png, latency_vs_size.png, latency_distributions.png and
     roofline_<machine>_<device>.png per machine and device (when ``placements`` are given)."""
@@ -434,17 +436,15 @@ def plot_all(records: Sequence[dict[str, Any]], out: Path, placements: Sequence[
     ]
     if placements:
         labels = machine_labels(records)
-        first = {}
+        first: dict[tuple[str, str], Record] = {}
         for r in records:
-            from archbench.bench.env import fingerprint
-
-            first.setdefault((fingerprint(r), r.get("device")), r)
+            first.setdefault((fingerprint(r), r.device), r)
         by: dict[tuple, list[Any]] = defaultdict(list)
         for p in placements:
             by[(p.machine, p.device)].append(p)
         for (machine, device), pts in by.items():
-            rec = first.get((machine, device), {})
+            rec = first.get((machine, device))
             label = f"{labels.get(machine, machine)} / {device}"
-            pk = peaks_for(rec, peaks) if rec else None
+            pk = peaks_for(rec, peaks) if rec is not None else None
             paths.append(plot_roofline(pts, pk, label, out / f"roofline_{_slug(label)}.png"))
     return [p for p in paths if p is not None]

@@ -29,13 +29,14 @@ from __future__ import annotations
 import functools
 import json
 import math
-import os
-import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, replace
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
+
+# Peaks and their measurement live in archbench.bench.measure.peaks (shared with `archbench kernels`).
+from archbench.bench.measure.peaks import Peaks, measure_peaks  # noqa: F401
+from archbench.bench.record import Record
 
 PEAKS_FILE = "peaks.json"
 
@@ -44,93 +45,6 @@ _ITEMSIZE = {"float32": 4, "float": 4, "float16": 2, "half": 2, "bfloat16": 2, "
              "int64": 8, "long": 8, "int32": 4, "int": 4, "int16": 2, "int8": 1, "uint8": 1, "bool": 1}
 # Bytes per element of a float output at each precision (an int8 model dequantizes its outputs to fp32).
 _OUT_ITEMSIZE = {"fp16": 2, "bf16": 2, "fp32": 4}
-
-
-@dataclass(frozen=True)
-class Peaks:
-    device: str  # cpu | cuda
-    threads: int
-    flops_per_s: float  # best 2 n^3 / t of an n x n fp32 matmul
-    bytes_per_s: float  # best 2 N / t of an N-byte copy (read + write)
-    matmul_n: int
-    copy_mib: float
-    hostname: str = ""
-    cpu_model: str = ""
-    gpu_name: str = ""
-    measured_at: str = ""
-
-    @property
-    def ridge(self) -> float:
-        """Arithmetic intensity (FLOP/byte) where the bandwidth roof meets the compute roof."""
-        return self.flops_per_s / self.bytes_per_s
-
-    def roof(self, intensity: float) -> float:
-        """Attainable FLOP/s at ``intensity`` FLOP/byte."""
-        return min(self.flops_per_s, intensity * self.bytes_per_s)
-
-
-def measure_peaks(device: str = "cpu", threads: int = 0, matmul_n: int | None = None,
-                  copy_mib: float | None = None, reps: int = 8) -> Peaks:
-    """Measure this machine's peak fp32 matmul FLOP/s and copy bandwidth on ``device`` with ``threads`` torch
-    intra-op threads (0: all CPUs). Takes about a second on a 2-core CPU. torch's thread count is restored."""
-    import torch
-
-    from archbench.bench.env import environment
-
-    cuda = device == "cuda"
-    if cuda and not torch.cuda.is_available():
-        raise RuntimeError("measure_peaks('cuda'): no CUDA device visible to torch")
-    n = matmul_n or (8192 if cuda else 1536)  # CPU: 2 x 1536^3 = 7.2 GFLOP per call, ~0.1 s at 70 GFLOP/s
-    mib = copy_mib or (1024.0 if cuda else 256.0)  # far beyond any CPU's last-level cache
-    threads = threads or os.cpu_count() or 1
-    saved = torch.get_num_threads()
-    try:
-        torch.set_num_threads(threads)
-        dev = torch.device(device)
-        g = torch.Generator(device="cpu").manual_seed(0)
-        a = torch.randn(n, n, generator=g).to(dev)
-        b = torch.randn(n, n, generator=g).to(dev)
-        out = torch.empty(n, n, device=dev)
-        mm_s = _best_time(lambda: torch.mm(a, b, out=out), reps, cuda)
-        numel = int(mib * 2**20) // 4
-        src = torch.ones(numel, device=dev)  # written once so every page is resident before timing
-        dst = torch.empty_like(src)
-        cp_s = _best_time(lambda: dst.copy_(src), reps, cuda)
-    finally:
-        torch.set_num_threads(saved)
-    env = environment()
-    return Peaks(
-        device=device, threads=threads,
-        flops_per_s=2.0 * n**3 / mm_s,  # n^3 multiply-adds = 2 n^3 FLOPs
-        bytes_per_s=2.0 * numel * 4 / cp_s,  # each element read once and written once, 4 bytes each
-        matmul_n=n, copy_mib=mib, hostname=env["hostname"], cpu_model=env["cpu_model"],
-        gpu_name=env["gpu_name"] if cuda else "",
-        measured_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    )
-
-
-def _best_time(fn: Callable[[], Any], reps: int, cuda: bool) -> float:
-    """Best wall time of ``fn`` over ``reps`` calls after one warm-up (best, not median: a peak is what the
-    hardware can do, and on a shared machine every disturbance only adds time)."""
-    import torch
-
-    fn()
-    if cuda:
-        torch.cuda.synchronize()
-    best = math.inf
-    for _ in range(reps):
-        if cuda:
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            fn()
-            end.record()
-            torch.cuda.synchronize()
-            best = min(best, start.elapsed_time(end) / 1e3)
-        else:
-            t = time.perf_counter()
-            fn()
-            best = min(best, time.perf_counter() - t)
-    return best
 
 
 # ----------------------------------------------------------------------------------------------------- peaks.json
@@ -155,29 +69,28 @@ def save_peaks(path: Path, peaks: Iterable[Peaks]) -> None:
     Path(path).write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
 
 
-def peaks_for(record: dict[str, Any], peaks: Sequence[Peaks]) -> Peaks | None:
+def peaks_for(record: Record, peaks: Sequence[Peaks]) -> Peaks | None:
     """The peaks measured on the record's machine and device, preferring the record's thread count."""
-    device = record.get("device")
-    same = [p for p in peaks if p.device == device and p.hostname == record.get("hostname")
-            and p.cpu_model == record.get("cpu_model")
-            and (device != "cuda" or p.gpu_name == record.get("gpu_name"))]
-    exact = [p for p in same if p.threads == record.get("threads")]
+    device = record.device
+    same = [p for p in peaks if p.device == device and p.hostname == record.hostname
+            and p.cpu_model == record.cpu_model and (device != "cuda" or p.gpu_name == record.gpu_name)]
+    exact = [p for p in same if p.threads == record.threads]
     return (exact or same or [None])[-1]
 
 
-def is_this_machine(record: dict[str, Any]) -> bool:
+def is_this_machine(record: Record) -> bool:
     from archbench.bench.env import environment
 
     env = environment()
-    return record.get("hostname") == env["hostname"] and record.get("cpu_model") == env["cpu_model"]
+    return record.hostname == env["hostname"] and record.cpu_model == env["cpu_model"]
 
 
 # ----------------------------------------------------------------------------------------------------- placement
 
 
-def input_bytes(record: dict[str, Any]) -> int | None:
+def input_bytes(record: Record) -> int | None:
     """Bytes of the input tensor, from Record.input_shape ('8x3x64x64') and input_dtype."""
-    shape, dtype = record.get("input_shape") or "", record.get("input_dtype") or "float32"
+    shape, dtype = record.input_shape or "", record.input_dtype or "float32"
     try:
         numel = math.prod(int(d) for d in str(shape).split("x"))
     except ValueError:
@@ -216,17 +129,15 @@ def _flat(x: Any) -> list[Any]:
     return [x]
 
 
-def output_bytes(record: dict[str, Any], zoo: bool = True) -> int | None:
-    """Bytes of the outputs of one forward: the record's ``output_bytes`` when it has one, else (zoo models) a
-    meta-device forward's output shapes x batch, at 2 bytes per element for fp16/bf16 and 4 otherwise."""
-    if record.get("output_bytes") is not None:
-        return int(record["output_bytes"])
+def output_bytes(record: Record, zoo: bool = True) -> int | None:
+    """Bytes of the outputs of one forward (records do not carry them): for zoo models, a meta-device forward's
+    output shapes x batch, at 2 bytes per element for fp16/bf16 and 4 otherwise; None otherwise."""
     if not zoo:
         return None
-    per = _zoo_output_bytes_per_sample(str(record.get("model")), str(record.get("knobs") or ""))
+    per = _zoo_output_bytes_per_sample(record.model, record.knobs or "")
     if per is None:
         return None
-    return per // 4 * _OUT_ITEMSIZE.get(str(record.get("precision")), 4) * int(record.get("batch") or 1)
+    return per // 4 * _OUT_ITEMSIZE.get(record.precision, 4) * int(record.batch or 1)
 
 
 @dataclass(frozen=True)
@@ -260,25 +171,21 @@ class Placement:
         return self.achieved_flops_per_s / self.roof_flops_per_s if self.roof_flops_per_s else None
 
 
-def place(records: Iterable[dict[str, Any]], peaks: Sequence[Peaks] = (), zoo_outputs: bool = True
-          ) -> list[Placement]:
+def place(records: Iterable[Record], peaks: Sequence[Peaks] = (), zoo_outputs: bool = True) -> list[Placement]:
     """Roofline placements of the ok inference records that have FLOPs, a p50 and a size (a training step's
     FLOPs are not the forward's, so mode train is left out)."""
     from archbench.bench.env import fingerprint
 
     out = []
     for r in records:
-        if r.get("status") != "ok" or not r.get("flops") or not r.get("latency_p50_ms") or r.get("size_mib") is None:
-            continue
-        if (r.get("mode") or "infer") != "infer":
+        if not r.ok or not r.flops or not r.latency_p50_ms or r.size_mib is None or (r.mode or "infer") != "infer":
             continue
         p = peaks_for(r, peaks)
         pl = Placement(
-            model=str(r["model"]), runtime=str(r.get("runtime")), precision=str(r.get("precision")),
-            batch=int(r.get("batch") or 1), device=str(r.get("device")), machine=fingerprint(r),
-            flops=int(r["flops"]), weight_bytes=int(float(r["size_mib"]) * 2**20), input_bytes=input_bytes(r) or 0,
-            output_bytes=output_bytes(r, zoo_outputs),
-            achieved_flops_per_s=r["flops"] / (r["latency_p50_ms"] * 1e-3),  # FLOPs per forward / p50 seconds
+            model=r.model, runtime=r.runtime, precision=r.precision, batch=int(r.batch or 1), device=r.device,
+            machine=fingerprint(r), flops=int(r.flops), weight_bytes=int(float(r.size_mib) * 2**20),
+            input_bytes=input_bytes(r) or 0, output_bytes=output_bytes(r, zoo_outputs),
+            achieved_flops_per_s=r.flops / (r.latency_p50_ms * 1e-3),  # FLOPs per forward / p50 seconds
             roof_flops_per_s=None, bound="?",
         )
         if p is not None:

@@ -20,30 +20,20 @@ from archbench.bench.analyze.budgets import (
     Budget,
     RecordVerdict,
     TermVerdict,
-    metric_value,
     record_label,
     summary,
 )
+from archbench.bench.analyze.metrics import metric
 from archbench.bench.analyze.select import Flag, Pick
+from archbench.bench.record import Record
+from archbench.bench.report.format import num
 
 _MARK = {PASS: "ok", FAIL: "FAIL", INCONCLUSIVE: "?", ERROR: "ERR", SKIPPED: "-"}
 
 
-def num(x: float | None, digits: int = 4) -> str:
-    if x is None:
-        return "-"
-    if isinstance(x, float) and math.isinf(x):
-        return "inf" if x > 0 else "-inf"
-    if isinstance(x, float) and math.isnan(x):
-        return "nan"
-    if isinstance(x, int) or float(x).is_integer() and abs(x) >= 1000:
-        return f"{int(x):,}"
-    return f"{x:.{digits}g}"
-
-
 def term_cell(tv: TermVerdict) -> str:
     """'1.23 [1.1, 1.4] ok': the value, bounds for percentiles, and a mark."""
-    s = num(tv.value)
+    s = num(tv.value, 4)
     if tv.term.metric.quantile is not None and tv.n is not None:
         s += f" [{num(tv.lower, 3)}, {num(tv.upper, 3)}]"
     return f"{s} {_MARK[tv.verdict]}"
@@ -79,7 +69,7 @@ def reasons(verdicts: Sequence[RecordVerdict]) -> list[str]:
             if tv.verdict == PASS:
                 continue
             if tv.verdict == FAIL and tv.term.metric.quantile is None:
-                why = f"{num(tv.value)} vs {tv.term}"
+                why = f"{num(tv.value, 4)} vs {tv.term}"
             else:
                 why = tv.reason
             out.append(f"{v.label}: {tv.term.metric.name} {tv.verdict}: {why}")
@@ -91,17 +81,16 @@ def summary_line(verdicts: Sequence[RecordVerdict]) -> str:
     return ", ".join(f"{n} {k}" for k, n in s.items() if n) or "no records"
 
 
-def _brief(r: dict[str, Any]) -> str:
-    parts = [f"{num(r.get('size_mib'), 3)} MiB", f"p50 {num(r.get('latency_p50_ms'), 3)} ms",
-             f"p95 {num(r.get('latency_p95_ms'), 3)} ms"]
-    if r.get("top1_agree") is not None:
-        parts.append(f"top-1 agree {r['top1_agree']:.3f}")
-    if r.get("sqnr_db") is not None:
-        parts.append(f"SQNR {num(r['sqnr_db'], 3)} dB")
+def _brief(r: Record) -> str:
+    parts = [f"{num(r.size_mib)} MiB", f"p50 {num(r.latency_p50_ms)} ms", f"p95 {num(r.latency_p95_ms)} ms"]
+    if r.top1_agree is not None:
+        parts.append(f"top-1 agree {num(r.top1_agree, decimals=3)}")
+    if r.sqnr_db is not None:
+        parts.append(f"SQNR {num(r.sqnr_db)} dB")
     return ", ".join(parts)
 
 
-def pick_lines(p: Pick, records: Sequence[dict[str, Any]] = ()) -> list[str]:
+def pick_lines(p: Pick, records: Sequence[Record] = ()) -> list[str]:
     met = p.objective
     way = "smallest" if met.better == "lower" else "largest"
     if p.best is None:
@@ -111,11 +100,11 @@ def pick_lines(p: Pick, records: Sequence[dict[str, Any]] = ()) -> list[str]:
                          "metric could decide them; reasons above): " + "; ".join(v.label for v in p.inconclusive[:5]))
         return lines
     ctx = records or [v.record for v in p.ranked]
-    val, _ = metric_value(p.best.record, met, ctx)
-    lines = [f"pick ({way} {met.name} that passes): {p.best.label}: {met.name} {num(val)}; {_brief(p.best.record)}"]
+    val = met.value(p.best.record, ctx)
+    lines = [f"pick ({way} {met.name} that passes): {p.best.label}: {met.name} {num(val, 4)}; "
+             f"{_brief(p.best.record)}"]
     for i, v in enumerate(p.ranked[1:6], 2):
-        val, _ = metric_value(v.record, met, ctx)
-        lines.append(f"  {i}. {v.label}: {met.name} {num(val)}")
+        lines.append(f"  {i}. {v.label}: {met.name} {num(met.value(v.record, ctx), 4)}")
     if p.inconclusive:
         lines.append(f"  not ranked: {len(p.inconclusive)} INCONCLUSIVE (see the reasons above)")
     return lines
@@ -126,40 +115,37 @@ def flag_lines(flags: Sequence[Flag]) -> list[str]:
     for f in flags:
         noise = ("beyond sampling noise" if f.beyond_noise
                  else "within sampling noise: the median bounds overlap")
+        r, o = f.record, f.other
         if f.kind == "slower-than-fp32":
-            family = "int8" if str(f.record["precision"]).startswith("int8") else f.record["precision"]
-            out.append(f"{family} slower than fp32: {record_label(f.record)} p50 {num(f.record['latency_p50_ms'], 3)} ms "
-                       f"is {f.ratio:.2f}x its fp32 parent's {num(f.other['latency_p50_ms'], 3)} ms ({noise})")
+            family = "int8" if r.precision.startswith("int8") else r.precision
+            out.append(f"{family} slower than fp32: {record_label(r)} p50 {num(r.latency_p50_ms)} ms "
+                       f"is {f.ratio:.2f}x its fp32 parent's {num(o.latency_p50_ms)} ms ({noise})")
         else:
-            out.append(f"dominated: {record_label(f.record)} ({num(f.record['size_mib'], 3)} MiB, p50 "
-                       f"{num(f.record['latency_p50_ms'], 3)} ms) is bigger and {f.ratio:.2f}x slower than "
-                       f"{record_label(f.other)} ({num(f.other['size_mib'], 3)} MiB, p50 "
-                       f"{num(f.other['latency_p50_ms'], 3)} ms; {noise})")
+            out.append(f"dominated: {record_label(r)} ({num(r.size_mib)} MiB, p50 {num(r.latency_p50_ms)} ms) is "
+                       f"bigger and {f.ratio:.2f}x slower than {record_label(o)} ({num(o.size_mib)} MiB, p50 "
+                       f"{num(o.latency_p50_ms)} ms; {noise})")
     return out
 
 
-def pareto_lines(fronts: Sequence[Sequence[dict[str, Any]]], axes: Sequence[str],
-                 records: Sequence[dict[str, Any]] = ()) -> list[str]:
-    from archbench.bench.analyze.budgets import metric
-
+def pareto_lines(fronts: Sequence[Sequence[Record]], axes: Sequence[str], records: Sequence[Record] = ()) -> list[str]:
     mets = [metric(a) for a in axes]
     out = []
     for front in fronts:
         if not front:
             continue
         r0 = front[0]
-        models = sorted({str(r.get("model")) for r in front})
-        out.append(f"Pareto front on {', '.join(axes)} ({', '.join(models)}, batch {r0.get('batch')}, "
-                   f"{r0.get('device')}, {r0.get('threads')} threads): {len(front)} record(s)")
+        models = sorted({r.model for r in front})
+        out.append(f"Pareto front on {', '.join(axes)} ({', '.join(models)}, batch {r0.batch}, "
+                   f"{r0.device}, {r0.threads} threads): {len(front)} record(s)")
         for r in front:
-            vals = ", ".join(f"{m.name} {num(metric_value(r, m, records or front)[0], 3)}" for m in mets)
+            vals = ", ".join(f"{m.name} {num(m.value(r, records or front))}" for m in mets)
             out.append(f"  {record_label(r)}: {vals}")
     return out
 
 
 def markdown_section(budget: Budget, verdicts: Sequence[RecordVerdict], p: Pick | None,
-                     fronts: Sequence[Sequence[dict[str, Any]]], axes: Sequence[str], flags: Sequence[Flag],
-                     records: Sequence[dict[str, Any]] = ()) -> str:
+                     fronts: Sequence[Sequence[Record]], axes: Sequence[str], flags: Sequence[Flag],
+                     records: Sequence[Record] = ()) -> str:
     lines = ["## Budget verdicts", "", budget_header(budget) + ".", "",
              "Each cell: value (point estimate) [lower, upper bound for percentiles; - where no order statistic "
              "is a bound at this sample count] and ok / FAIL / ? (inconclusive).", "", verdict_table(budget, verdicts, "github"), "",
@@ -189,8 +175,8 @@ def verdicts_json(budget: Budget, verdicts: Sequence[RecordVerdict]) -> list[dic
     for v in verdicts:
         r = v.record
         out.append({
-            "cell": v.label, "model": r.get("model"), "knobs": r.get("knobs"), "runtime": r.get("runtime"),
-            "precision": r.get("precision"), "batch": r.get("batch"), "verdict": v.verdict, "reason": v.reason,
+            "cell": v.label, "model": r.model, "knobs": r.knobs, "runtime": r.runtime,
+            "precision": r.precision, "batch": r.batch, "verdict": v.verdict, "reason": v.reason,
             "terms": [{"term": str(t.term), "verdict": t.verdict, "value": clean(t.value), "lower": clean(t.lower),
                        "upper": clean(t.upper), "n": t.n, "samples_needed": t.samples_needed, "reason": t.reason}
                       for t in v.terms],

@@ -1,0 +1,126 @@
+"""The cell: one thing to measure (source x knobs x runtime x precision x batch x device x threads x mode), typed.
+
+    cell = Cell("resnet_s", runtime="onnxruntime", precision="fp32", batch=8, threads=2)
+    cell.key() == record.key()            # the same tuple identifies it in records.jsonl (--resume, compare)
+    Job.from_json(job.to_json()) == job   # how a group of cells crosses the pipe to a measuring worker
+
+A ``Cell`` is frozen and hashable. What identifies it is its fields except ``options``; ``Options`` holds what changes
+how it is measured but not what it is (input shape override, fidelity samples, calibration, training settings).
+A ``Job`` is what one worker process receives: cells that share everything but the batch size, measured after one
+model build and one runtime preparation, plus the stop rule, the run id and the artefact folder.
+
+This module imports nothing heavy: it is loaded by torch-free workers.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any
+
+MODES = ("infer", "train", "maxbatch-trial")
+
+
+def canonical_knobs(knobs: dict[str, Any] | None) -> str:
+    """Knobs as records store them: JSON with sorted keys ("{}" when none)."""
+    return json.dumps(dict(knobs or {}), sort_keys=True)
+
+
+@dataclass(frozen=True)
+class Options:
+    """How a cell is measured, not what it is (so not part of its key)."""
+
+    input_shape: tuple[int, ...] | None = None  # overrides the model's example input (batch dim included)
+    dtype: str | None = None  # of that input
+    weights: str | None = None  # state_dict file loaded into the built model
+    input_sets: int = 4  # random input sets the timed loop rotates through
+    fidelity_samples: int = 64  # compare at least this many samples with the fp32 PyTorch model
+    calibration: str | None = None  # int8-static: pkg.mod:fn calibration hook (archbench.bench.measure.hooks)
+    calib_batches: int | None = None
+    calib_batch_size: int | None = None
+    metric_hook: str | None = None  # pkg.mod:fn task metric (archbench.bench.measure.hooks)
+    # --- mode train (archbench.bench.measure.train)
+    optimizer: str = ""  # adamw | sgd
+    train_samples: int | None = None
+    mem_cap_mib: float | None = None
+    find_max_batch: bool = False
+    max_batch_limit: int | None = None
+
+
+@dataclass(frozen=True)
+class Cell:
+    source: str  # zoo name, pkg.module:factory or path/to/model.onnx, as the user gave it
+    runtime: str = "torch"
+    precision: str = "fp32"
+    batch: int = 1
+    device: str = "cpu"
+    threads: int = 1  # intra-op threads of the measuring runtime (resolved: never 0)
+    knobs: str = "{}"  # canonical JSON of the builder keywords (canonical_knobs)
+    mode: str = "infer"
+    options: Options = field(default_factory=Options)
+
+    def key(self) -> tuple:
+        """(source, knobs, runtime, precision, batch, device, threads, mode): Record.key() of its record."""
+        return (self.source, self.knobs, self.runtime, self.precision, self.batch, self.device, self.threads,
+                self.mode)
+
+    @property
+    def knob_dict(self) -> dict[str, Any]:
+        return json.loads(self.knobs)
+
+    def with_batch(self, batch: int) -> Cell:
+        return replace(self, batch=batch)
+
+    def label(self) -> str:
+        knobs = "" if self.knobs in ("", "{}") else " " + self.knobs
+        return f"{self.source}{knobs} {self.runtime} {self.precision} b{self.batch}"
+
+
+@dataclass(frozen=True)
+class StopRule:
+    """When the timed loop stops (archbench.bench.measure.harness)."""
+
+    warmup_iters: int = 5
+    warmup_s: float = 0.2
+    min_iters: int = 30
+    min_time_s: float = 1.0
+    max_iters: int = 100_000
+    max_time_s: float = 30.0
+
+
+QUICK = StopRule(warmup_iters=3, warmup_s=0.1, min_iters=20, min_time_s=0.4, max_time_s=5.0)
+
+
+@dataclass(frozen=True)
+class Job:
+    """One worker's work: cells identical but for the batch size, measured after one build and one prepare."""
+
+    cells: tuple[Cell, ...]
+    workdir: str  # the source's artefact folder (export, counts, input spec, reference outputs)
+    run_id: str = ""
+    rule: StopRule = QUICK
+    user_path: str | None = None  # appended to sys.path (after archbench and site-packages) for pkg.module:factory
+    kind: str = "measure"  # measure | artifacts (build the source's artefacts, see measure.artifacts)
+    artifact: str = "none"  # what kind="artifacts" builds: none (counts and inputs only) | onnx
+
+    @property
+    def head(self) -> Cell:
+        return self.cells[0]
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> Job:
+        d = json.loads(text)
+        cells = tuple(_cell_from_dict(c) for c in d.pop("cells"))
+        rule = StopRule(**d.pop("rule"))
+        return cls(cells=cells, rule=rule, **d)
+
+
+def _cell_from_dict(d: dict[str, Any]) -> Cell:
+    opts = dict(d.pop("options") or {})
+    if opts.get("input_shape") is not None:
+        opts["input_shape"] = tuple(opts["input_shape"])
+    known = {f.name for f in fields(Options)}
+    return Cell(options=Options(**{k: v for k, v in opts.items() if k in known}), **d)

@@ -1,0 +1,77 @@
+"""Options shared by the commands that take models and cells (run, sweep, profile) and their parsing."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from typing import Any
+
+from archbench.bench.errors import UsageError
+
+# Knob flags every model-taking command understands; each maps to the builder keyword of the same name.
+KNOB_FLAGS: dict[str, type] = {"width": float, "depth": int, "resolution": int, "seq_len": int, "num_classes": int}
+
+
+def add_cell_options(p: argparse.ArgumentParser) -> None:
+    """--batch, --device, --threads: shared by `run` and `sweep`."""
+    p.add_argument("--batch", default="1", help="comma list of batch sizes (default 1)")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    p.add_argument("--threads", type=int, default=None, help="intra-op threads for every runtime (default: all CPUs)")
+
+
+def add_timing_options(p: argparse.ArgumentParser) -> None:
+    """--timeout and the stop rule (--min-time, --min-iters, --warmup): shared by `run` and `sweep`."""
+    p.add_argument("--timeout", type=float, default=300.0, help="seconds per cell before it is killed (default 300)")
+    p.add_argument("--min-time", type=float, default=None, help="seconds of timed calls per cell (default 0.4)")
+    p.add_argument("--min-iters", type=int, default=None, help="timed calls per cell at least (default 20)")
+    p.add_argument("--warmup", type=int, default=None, help="warm-up calls at least (default 3)")
+
+
+def add_model_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("model options")
+    g.add_argument("--input-shape", metavar="1,3,224,224", help="example input shape when the model cannot say")
+    g.add_argument("--dtype", help="example input dtype (float32, float16, bfloat16, int64)")
+    g.add_argument("--weights", metavar="FILE", help="state_dict to load (torch.load weights_only=True)")
+    g.add_argument("--knob", action="append", default=[], metavar="K=V", help="any builder keyword, repeatable")
+    for name, typ in KNOB_FLAGS.items():
+        g.add_argument("--" + name.replace("_", "-"), dest="knob_" + name, type=typ, metavar=typ.__name__.upper(),
+                       help=f"zoo knob {name}")
+
+
+def knobs_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    from archbench.bench.measure.sources import parse_knob_value
+
+    knobs: dict[str, Any] = {}
+    for kv in args.knob:
+        k, sep, v = kv.partition("=")
+        if not sep or not k:
+            raise UsageError(f"bad --knob {kv!r}: expected NAME=VALUE")
+        knobs[k.strip().replace("-", "_")] = parse_knob_value(v.strip())
+    for name in KNOB_FLAGS:
+        v = getattr(args, "knob_" + name, None)
+        if v is not None:
+            knobs[name] = v
+    return knobs
+
+
+def source_from_args(args: argparse.Namespace, ref: str):
+    from archbench.bench.measure.sources import parse_dtype, parse_shape, resolve
+
+    shape = parse_shape(args.input_shape) if args.input_shape else None
+    dtype = parse_dtype(args.dtype) if args.dtype else None
+    return resolve(ref, knobs_from_args(args), shape, dtype, args.weights)
+
+
+# The default zoo of `archbench run`: one small size per family, so the whole run takes ~2 minutes on 2 cores.
+DEFAULT_ZOO = ["mlp_s", "vgg_s", "resnet_s", "mobilenet_s", "vit_s", "llama_tiny", "lstm_s", "gru_s"]
+
+
+def csv_list(text: str, cast: Callable[[str], Any] = str, what: str = "value") -> list[Any]:
+    items = [t.strip() for t in text.split(",") if t.strip()]
+    try:
+        out = [cast(t) for t in items]
+    except ValueError:
+        raise UsageError(f"bad {what} list {text!r}: expected comma-separated values") from None
+    if not out:
+        raise UsageError(f"empty {what} list")
+    return out

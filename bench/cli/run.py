@@ -1,0 +1,175 @@
+"""`archbench run`: flags -> RunSpec, the engine, the summary table, budgets and exit code."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
+
+from archbench.bench.cli.options import DEFAULT_ZOO, csv_list, knobs_from_args
+from archbench.bench.errors import UsageError
+from archbench.bench.measure.harness import BUSY_PCT
+from archbench.bench.measure.runtimes import RUNTIMES
+
+# ----------------------------------------------------------------------------------------------------- run
+
+def spec_from_args(args: argparse.Namespace):
+    from pathlib import Path
+
+    from archbench.bench.cell import QUICK, Options, StopRule
+    from archbench.bench.measure.engine import RunSpec
+    from archbench.bench.measure.runtimes import get_runtime
+    from archbench.bench.measure.sources import is_import_ref, is_onnx_ref, parse_dtype, parse_shape
+    from archbench.models import get_entry
+
+    models = args.models or DEFAULT_ZOO
+    for m in models:  # fail fast, before any worker starts, on names that cannot resolve
+        if is_onnx_ref(m):
+            if not Path(m).is_file():
+                raise UsageError(f"no such ONNX file: {m}")
+        elif not is_import_ref(m):
+            try:
+                get_entry(m)
+            except ValueError as e:
+                raise UsageError(str(e)) from None
+    train_mode = getattr(args, "mode", None) == "train"  # training runs torch only unless --runtime says more
+    runtimes = csv_list(args.runtime or ("torch" if train_mode else "torch,onnxruntime"), what="runtime")
+    for rt in runtimes:
+        if rt not in RUNTIMES:
+            raise UsageError(f"unknown runtime {rt!r}; known: {', '.join(RUNTIMES)}")
+    if all(is_onnx_ref(m) for m in models) and args.runtime is None:
+        # An .onnx file runs where no PyTorch module is needed: by default on those of these runtimes installed here.
+        runtimes = [r for r in RUNTIMES if _torch_free_and_installed(get_runtime, r)] or runtimes
+    batches = csv_list(args.batch, int, "batch")
+    if any(b <= 0 for b in batches):
+        raise UsageError(f"bad --batch {args.batch!r}: batch sizes must be positive")
+    precisions = csv_list(args.precision, what="precision")
+    if args.input_shape:
+        parse_shape(args.input_shape)
+    if args.dtype:
+        parse_dtype(args.dtype)
+    if args.threads is not None and args.threads < 1:
+        raise UsageError("--threads must be >= 1")
+    rule = StopRule(
+        warmup_iters=args.warmup if args.warmup is not None else QUICK.warmup_iters,
+        warmup_s=QUICK.warmup_s,
+        min_iters=args.min_iters if args.min_iters is not None else QUICK.min_iters,
+        min_time_s=args.min_time if args.min_time is not None else QUICK.min_time_s,
+        max_time_s=max(QUICK.max_time_s, 10 * (args.min_time or 0)),
+    )
+    from datetime import datetime
+
+    out = Path(args.out) if args.out else Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S")
+    from archbench.bench.cli import trainopts
+
+    mode, train = trainopts.from_args(args, models, runtimes)
+    options = Options(input_shape=parse_shape(args.input_shape) if args.input_shape else None, dtype=args.dtype,
+                      weights=args.weights, **train)
+    return RunSpec(
+        mode=mode, options=options,
+        models=models, out=out, runtimes=runtimes, precisions=precisions, batches=batches, device=args.device,
+        threads=args.threads or 0, knobs=knobs_from_args(args), rule=rule, timeout_s=args.timeout,
+        resume=args.resume,
+    )
+
+
+def _torch_free_and_installed(get_runtime: Any, name: str) -> bool:
+    try:
+        cls = get_runtime(name)
+    except ImportError:
+        return False
+    return not cls.needs_torch and bool(cls.version())
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from tabulate import tabulate
+
+    from archbench.bench.measure import engine
+    from archbench.bench.record import latest_per_cell, read_records
+    from archbench.bench.report.markdown import write_reports
+    from archbench.bench.report.tables import TABLE_COLS, table_rows
+
+    spec = spec_from_args(args)
+    from archbench.bench.cli import budget_args
+
+    budget = budget_args.budget_from_args(args)  # a malformed budget is exit 2 before any cell runs
+    budget_args.check_precisions(args.precision)
+    spec.options = replace(spec.options, **budget_args.options_from_args(args))
+    if (spec.out / "records.jsonl").exists() and not spec.resume:
+        raise UsageError(f"{spec.out / 'records.jsonl'} exists; pass --resume to continue it or choose another --out")
+    if spec.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise UsageError("--device cuda: no CUDA device visible to torch here")
+    n_cells = len(spec.models) * len(spec.runtimes) * len(spec.precisions) * len(spec.batches)
+    print(f"archbench run: {n_cells} cells ({len(spec.models)} models x {', '.join(spec.runtimes)} x "
+          f"{', '.join(spec.precisions)} x batch {','.join(map(str, spec.batches))}) on {spec.device}, "
+          f"{spec.resolved_threads()} threads -> {spec.out}", file=sys.stderr)
+    bar = _progress(n_cells)
+    if spec.options.find_max_batch:  # trials per group are not known in advance: no total, no bar
+        print(f"archbench run: --find-max-batch, {spec.mode} mode: one search per model x runtime x precision, "
+              f"starting at batch {min(spec.batches)}", file=sys.stderr)
+        bar = lambda msg, i, n: print(f"[{i}] {msg}", file=sys.stderr, flush=True)  # noqa: E731
+
+    def progress(rec: Any, i: int, total: int) -> None:
+        mark = "ok" if rec.status == "ok" else rec.status.upper()
+        what = "" if rec.mode == "infer" else f" {rec.mode}" + (f" (max batch {rec.max_batch})"
+                                                               if rec.max_batch is not None else "")
+        bar(f"{rec.model} {rec.runtime} {rec.precision} b{rec.batch}{what}: {mark}", i, total)
+
+    interrupted = False
+    try:
+        if spec.options.find_max_batch:
+            from archbench.bench.measure.maxbatch import run_search
+
+            run_search(spec, progress=progress)
+        else:
+            engine.run(spec, progress=progress)
+    except KeyboardInterrupt:
+        interrupted = True
+        print("\narchbench: interrupted; finished cells are kept (re-run with --resume)", file=sys.stderr)
+    jsonl = spec.out / "records.jsonl"
+    records = latest_per_cell(read_records(jsonl)) if jsonl.exists() else []
+    paths = write_reports(spec.out, records, command="archbench " + " ".join(sys.argv[1:]))
+    print(tabulate(table_rows(records), headers=TABLE_COLS, tablefmt="simple", disable_numparse=True))
+    from archbench.bench.report.findings import winner_lines
+
+    for line in winner_lines(records):
+        print(line)
+    busy = [r.other_cpu_pct for r in records if r.other_cpu_pct is not None and r.other_cpu_pct > BUSY_PCT]
+    if busy:
+        print(f"archbench: warning: {len(busy)} of {len(records)} cells were timed while other processes took up to "
+              f"{max(busy):.0f}% of the CPUs; their latencies are inflated: re-measure on an idle machine",
+              file=sys.stderr)
+    print(f"wrote {jsonl}, " + ", ".join(str(p) for p in paths), file=sys.stderr)
+    budget_rc = budget_args.judge_and_report(spec.out, records, budget, args) if budget and records else 0
+    if interrupted:
+        return 130
+    if budget_rc:
+        return budget_rc
+    # A max-batch trial that ran out of memory is how the search works, not a failed cell.
+    return 1 if any(r.status == "failed" and r.mode != "maxbatch-trial" for r in records) else 0
+
+
+def _progress(total: int) -> Callable[[str, int, int], None]:
+    """A one-line progress display on stderr (tqdm when stderr is a terminal, plain lines otherwise)."""
+    if sys.stderr.isatty():
+        from tqdm import tqdm
+
+        bar = tqdm(total=total, unit="cell", file=sys.stderr, dynamic_ncols=True)
+
+        def update(msg: str, i: int, n: int) -> None:
+            bar.set_postfix_str(msg, refresh=False)
+            bar.update(1)
+            if i >= n:
+                bar.close()
+
+        return update
+
+    def plain(msg: str, i: int, n: int) -> None:
+        print(f"[{i}/{n}] {msg}", file=sys.stderr, flush=True)
+
+    return plain
