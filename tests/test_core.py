@@ -185,7 +185,8 @@ print(hwm("VmHWM:"))
 """
 
 
-@pytest.mark.parametrize("runtime", ["onnxruntime"])
+@pytest.mark.parametrize("runtime", ["onnxruntime", pytest.param("openvino", marks=pytest.mark.skipif(
+    not _has("openvino"), reason="openvino not installed (pip install 'archbench[openvino]')"))])
 def test_torch_free_worker_memory_matches_a_bare_process_of_the_runtime(tmp_path: Path, runtime: str) -> None:
     """Deployment-true memory: the worker imports no torch, and its peak RSS is within 15% of a process that imports
     only the runtime and numpy and runs the same file with the same threads."""
@@ -218,6 +219,28 @@ def test_torch_free_worker_runs_with_torch_unimportable(tmp_path: Path) -> None:
         rec = Record.from_dict([e for e in events if e["event"] == "record"][-1]["record"])
         assert rec.ok, f"{c.precision}: {rec.error}\n{proc.stderr[-2000:]}"
         assert rec.cosine is not None and rec.cosine > 0.99
+
+
+@pytest.mark.skipif(not _has("openvino"), reason="openvino not installed (pip install 'archbench[openvino]')")
+def test_openvino_cells_fidelity_threads_and_reasons(tmp_path: Path) -> None:
+    recs = {r.precision: r for r in _run(tmp_path, "openvino", "fp32,fp16,int8-dynamic", ("mlp_s",))}
+    fp32 = recs["fp32"]
+    assert fp32.ok and fp32.cosine > 0.9999 and fp32.top1_agree == 1.0
+    assert fp32.runtime_threads == 1 and "INFERENCE_NUM_THREADS=1" in fp32.runtime_config
+    assert "PERFORMANCE_HINT=LATENCY" in fp32.runtime_config and "INFERENCE_PRECISION_HINT=f32" in fp32.runtime_config
+    assert fp32.runtime_version and fp32.size_mib and fp32.load_ms and fp32.first_inference_ms
+    assert recs["fp16"].ok and recs["fp16"].size_mib < 0.6 * fp32.size_mib  # fp16 weights in the IR
+    assert recs["int8-dynamic"].status == "skipped" and "int8-static" in recs["int8-dynamic"].error
+
+
+@pytest.mark.skipif(not (_has("openvino") and _has("nncf")), reason="openvino/nncf not installed "
+                    "(pip install 'archbench[openvino]')")
+def test_openvino_int8_static_through_nncf(tmp_path: Path) -> None:
+    recs = {r.precision: r for r in _run(tmp_path, "openvino", "fp32,int8-static", ("resnet_s",))}
+    q = recs["int8-static"]
+    assert q.ok, q.error
+    assert "nncf.quantize" in q.quant_method and q.size_mib < 0.4 * recs["fp32"].size_mib
+    assert q.cosine > 0.99 and "torch was imported" not in q.warning
 
 
 # ------------------------------------------------------------------------------------------------ package shape
@@ -271,7 +294,7 @@ def test_torch_free_modules_do_not_import_torch() -> None:
     """What an ONNX Runtime / OpenVINO worker loads, imported in a process where torch cannot be imported."""
     code = ("import sys; sys.modules['torch'] = None\n"
             "import archbench.bench.measure.worker, archbench.bench.measure.model, archbench.bench.measure.variants\n"
-            "import archbench.bench.measure.runtimes.onnx_runtime\n"
+            "import archbench.bench.measure.runtimes.onnx_runtime, archbench.bench.measure.runtimes.openvino_runtime\n"
             "import archbench.bench.measure.fidelity, archbench.bench.measure.harness, archbench.bench.env\n"
             "archbench.bench.env.environment()\nprint('ok')")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

@@ -40,6 +40,7 @@ RUNTIMES: dict[str, str] = {
     "torch": "archbench.bench.measure.runtimes.torch_eager:TorchEager",
     "torch-compile": "archbench.bench.measure.runtimes.torch_compile:TorchCompile",
     "onnxruntime": "archbench.bench.measure.runtimes.onnx_runtime:OnnxRuntime",
+    "openvino": "archbench.bench.measure.runtimes.openvino_runtime:OpenVino",
 }
 
 
