@@ -88,7 +88,9 @@ class StopRule:
     max_time_s: float = 30.0
 
 
-QUICK = StopRule(warmup_iters=3, warmup_s=0.1, min_iters=20, min_time_s=0.4, max_time_s=5.0)
+# `archbench run`'s rule for one repetition: each cell gets several repetitions (worker processes), so one
+# repetition's loop is short; time goes into more processes, where the variance is (analyze.intervals).
+QUICK = StopRule(warmup_iters=3, warmup_s=0.1, min_iters=15, min_time_s=0.2, max_time_s=5.0)
 
 
 @dataclass(frozen=True)
@@ -101,6 +103,8 @@ class Job:
     rule: StopRule = QUICK
     user_path: str | None = None  # appended to sys.path (after archbench and site-packages) for pkg.module:factory
     kind: str = "measure"  # measure | artifacts (build the source's artefacts, see measure.artifacts)
+    repetition: int = 0  # which repetition of these cells this worker is (the run's round); 0 also measures memory
+    # and fidelity, later ones only time
     artifact: str = "none"  # what kind="artifacts" builds: none (counts and inputs only) | onnx
 
     @property

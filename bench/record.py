@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 class SchemaError(ValueError):
@@ -64,6 +64,20 @@ class Record:
     achieved_gflops: float | None = None  # flops / p50 latency / 1e9
     stable: bool | None = None  # cv <= 10%
     other_cpu_pct: float | None = None  # % of all CPUs other processes (and steal) used while timing (archbench.bench.measure.harness)
+    # --- 95% intervals over repetitions (analyze.intervals): a statistic's estimate is the geometric mean of its
+    # per-repetition values (the latency_* fields above), lo/hi its t interval on logs; None with one repetition
+    repetitions: int | None = None  # ok repetitions (independent worker processes) combined in this record
+    latency_p50_lo_ms: float | None = None
+    latency_p50_hi_ms: float | None = None
+    latency_p95_lo_ms: float | None = None
+    latency_p95_hi_ms: float | None = None
+    latency_p99_lo_ms: float | None = None
+    latency_p99_hi_ms: float | None = None
+    latency_mean_lo_ms: float | None = None
+    latency_mean_hi_ms: float | None = None
+    throughput_lo_sps: float | None = None
+    throughput_hi_sps: float | None = None
+    p50_rel_ci: float | None = None  # precision reached: (hi - lo) / 2 / p50
     # --- cold start
     load_ms: float | None = None  # build/load the model, or export + create the ONNX Runtime session
     first_inference_ms: float | None = None  # the very first call at this batch (includes compile for torch.compile)
@@ -121,7 +135,14 @@ class Record:
     cpu_count: int = 0
     gpu_name: str = ""
     gpu_driver: str = ""
-    samples_ms: list[float] = field(default_factory=list)
+    samples_ms: list[float] = field(default_factory=list)  # every timed call, repetitions concatenated
+    # --- per repetition (JSONL only): the statistics the intervals and compare rest on, and the raw samples
+    rep_p50_ms: list[float] = field(default_factory=list)
+    rep_p95_ms: list[float] = field(default_factory=list)
+    rep_p99_ms: list[float] = field(default_factory=list)
+    rep_mean_ms: list[float] = field(default_factory=list)
+    rep_rounds: list[int] = field(default_factory=list)  # the run's round each repetition ran in (pairs speedups)
+    samples_by_rep: list[list[float]] = field(default_factory=list)
 
     def fill_latency(self, samples_ms: list[float], *, first_ms: float | None, warmup_iters: int,
                      measure_s: float, other_cpu_pct: float | None, flops_per_call: float | None = None,
@@ -145,10 +166,15 @@ class Record:
         self.first_inference_ms = first_ms
         self.warmup_iters, self.measure_s = warmup_iters, measure_s
         self.samples_ms = [round(x, 6) for x in samples_ms]
+        # One timed loop is one repetition; measure.repetitions.combine merges several into intervals.
+        self.repetitions = 1
+        self.rep_p50_ms, self.rep_p95_ms, self.rep_p99_ms = [st.p50_ms], [st.p95_ms], [st.p99_ms]
+        self.rep_mean_ms = [st.mean_ms]
+        self.samples_by_rep = [self.samples_ms]
         self.other_cpu_pct = other_cpu_pct
         warnings = [self.warning] if self.warning else []
         if not st.stable:
-            warnings.append(f"unstable: CV {st.cv:.0%} > 10%; close other programs or use {min_time_hint}")
+            warnings.append(f"unstable: CV {st.cv:.0%} > 10% (close other programs or use {min_time_hint})")
         if busy_warning(other_cpu_pct):
             warnings.append(busy_warning(other_cpu_pct))
         self.warning = "; ".join(warnings)
@@ -196,8 +222,23 @@ def _v1_to_v2(d: dict[str, Any]) -> dict[str, Any]:
     return d
 
 
+def _v2_to_v3(d: dict[str, Any]) -> dict[str, Any]:
+    """Schema 2 -> 3: repetitions are new. A schema 2 record is one timed loop in one process: its statistics become
+    that one repetition's, with no interval (one loop's samples are not independent draws: see analyze.intervals)."""
+    if d.get("status", "ok") == "ok" and d.get("latency_p50_ms") is not None:
+        d["repetitions"] = 1
+        for stat in ("p50", "p95", "p99", "mean"):
+            v = d.get(f"latency_{stat}_ms")
+            d[f"rep_{stat}_ms"] = [v] if v is not None else []
+        d["rep_rounds"] = [0]
+        d["samples_by_rep"] = [d.get("samples_ms") or []]
+        why = "one repetition (an older record): no interval across worker processes"
+        d["warning"] = "; ".join(w for w in (d.get("warning") or "", why) if w)
+    return d
+
+
 # MIGRATIONS[v] turns a record dict of schema v into one of schema v + 1.
-MIGRATIONS = {1: _v1_to_v2}
+MIGRATIONS = {1: _v1_to_v2, 2: _v2_to_v3}
 _FIELDS = {f.name for f in fields(Record)}
 _IDENTITY = ("model", "runtime", "precision", "batch", "device", "threads")
 
@@ -209,7 +250,8 @@ def cell_key(r: Record) -> CellKey:
     return r.key()
 
 
-CSV_FIELDS = [f.name for f in fields(Record) if f.name != "samples_ms"]
+CSV_FIELDS = [f.name for f in fields(Record) if not isinstance(getattr(Record, f.name, None), list)
+              and f.type not in ("list[float]", "list[int]", "list[list[float]]")]
 
 
 def append_jsonl(path: Path, rec: Record) -> None:

@@ -27,7 +27,7 @@ from archbench.bench.errors import UsageError
 from archbench.bench.record import CSV_FIELDS, SCHEMA_VERSION, Record, read_jsonl
 from archbench.bench.report.markdown import markdown, report_json, write_reports
 from archbench.bench.report.roofline import Peaks, classify_layers, load_peaks, place
-from archbench.bench.report.tables import family_tables, table_rows
+from archbench.bench.report.tables import TABLE_COLS, family_tables, table_rows
 
 FIX = Path(__file__).parent / "fixtures"
 RUN = FIX / "synthetic_run.jsonl"
@@ -162,7 +162,8 @@ def test_tolerates_missing_keys() -> None:
 
 def test_end_of_run_table_formats_numbers(run: list[Record]) -> None:
     rows = {(r[0], r[1], r[2]): r for r in table_rows(run)}
-    assert rows[("syn_mlp", "onnxruntime", "fp32")][8] == "33,332"  # samples/s: no 3.33e+04
+    cols = {c: i for i, c in enumerate(TABLE_COLS)}
+    assert rows[("syn_mlp", "onnxruntime", "fp32")][cols["samples/s"]] == "33,332"  # samples/s: no 3.33e+04
     assert rows[("syn_tiny_lm", "onnxruntime", "int8-dynamic")][4].startswith("failed: prepare: RuntimeError")
 
 

@@ -43,6 +43,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from archbench.bench.analyze.merge import machine_cell_key
 from archbench.bench.analyze.metrics import Metric, metric
 from archbench.bench.errors import UsageError
@@ -295,14 +297,67 @@ def judge_percentile(term: Term, samples: Sequence[float], confidence: float) ->
     return TermVerdict(term, INCONCLUSIVE, samples_needed=need, reason=why, **common)
 
 
+def judge_over_repetitions(term: Term, per_rep: Sequence[float], confidence: float) -> TermVerdict:
+    """A latency term from its per-repetition values (one per worker process): the interval of
+    archbench.bench.analyze.intervals at ``confidence``. PASS when the bound on the far side of the limit meets it,
+    FAIL when even the near bound misses it, else INCONCLUSIVE with about how many repetitions would decide."""
+    import math as _m
+
+    from archbench.bench.analyze.intervals import log_interval, t_quantile
+
+    iv = log_interval(per_rep, confidence)
+    below_is_good = term.op in ("<=", "<")
+    conf = f"{confidence:.0%}"
+    bounds = f"{conf} interval [{_fmt(iv.lo)}, {_fmt(iv.hi)}] ms over {iv.n} repetitions"
+    common = dict(value=iv.estimate, lower=iv.lo, upper=iv.hi, n=iv.n)
+    if iv.lo is None or iv.hi is None:
+        return TermVerdict(term, INCONCLUSIVE, reason="one repetition: no interval (--repetitions 3 or more)",
+                           **common)
+    far, near = (iv.hi, iv.lo) if below_is_good else (iv.lo, iv.hi)
+    if term.holds(far):
+        return TermVerdict(term, PASS, reason=f"{bounds}: it meets {term.op} {term.limit:g}", **common)
+    if not term.holds(near):
+        return TermVerdict(term, FAIL, reason=f"{bounds}: it misses {term.op} {term.limit:g}", **common)
+    # Repetitions m whose half-width t(m-1) s / sqrt(m) (logs) would clear the limit, for the spread seen so far.
+    x = [_m.log(v) for v in per_rep if v > 0]
+    s = float(np.std(x, ddof=1)) if len(x) > 1 else 0.0
+    gap = abs(_m.log(term.limit / iv.estimate)) if term.limit > 0 else 0.0
+    need = next((m for m in range(iv.n + 1, 201) if t_quantile(m - 1, confidence) * s / _m.sqrt(m) < gap), None)
+    why = f"{bounds} straddles {term.limit:g}"
+    why += (f"; about {need - iv.n} more repetitions (--repetitions {need}) would likely decide it" if need
+            else "; no affordable number of repetitions would decide: the limit sits at the measured value")
+    return TermVerdict(term, INCONCLUSIVE, samples_needed=need, reason=why, **common)
+
+
+def _per_rep(r: Record, quantile: float) -> list[float]:
+    """The quantile of each repetition's own samples (the record's per-repetition statistics where stored)."""
+    stored = {0.5: r.rep_p50_ms, 0.95: r.rep_p95_ms, 0.99: r.rep_p99_ms}.get(quantile)
+    if stored and len(stored) == len(r.samples_by_rep or stored):
+        return list(stored)
+    return [float(np.percentile(np.asarray(s, dtype=float), 100 * quantile, method="linear"))
+            for s in (r.samples_by_rep or []) if s]
+
+
 def judge_term(term: Term, r: Record, confidence: float, context: Sequence[Record] = ()) -> TermVerdict:
     met = term.metric
     if met.quantile is not None and met.samples:
+        per_rep = _per_rep(r, met.quantile)
+        if len(per_rep) >= 2:
+            return judge_over_repetitions(term, per_rep, confidence)
         samples = getattr(r, met.samples) or []
         if samples:
-            return judge_percentile(term, samples, confidence)
+            v = judge_percentile(term, samples, confidence)
+            note = "; one repetition: bounds from one loop's samples understate run-to-run variance"
+            return TermVerdict(v.term, v.verdict, v.value, v.lower, v.upper, v.n, v.samples_needed, v.reason + note)
         return TermVerdict(term, INCONCLUSIVE, value=getattr(r, met.field) if met.field else None,
                            reason=f"no raw {met.samples} in the record (read records.jsonl, not the CSV)")
+    if met.field in ("latency_mean_ms", "throughput_sps") and len(r.rep_mean_ms or []) >= 2:
+        # The mean and throughput (= batch / mean) over repetitions, with their interval.
+        per_rep = [m if met.field == "latency_mean_ms" else r.batch * 1000.0 / m for m in r.rep_mean_ms if m > 0]
+        v = judge_over_repetitions(term, per_rep, confidence)
+        unit = "ms" if met.field == "latency_mean_ms" else "samples/s"
+        return TermVerdict(v.term, v.verdict, v.value, v.lower, v.upper, v.n, v.samples_needed,
+                           v.reason.replace("] ms over", f"] {unit} over"))
     value, why = met.read(r, context)
     if value is None:
         return TermVerdict(term, INCONCLUSIVE, reason=why)

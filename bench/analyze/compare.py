@@ -1,5 +1,12 @@
-"""``compare BASE NEW``: per-cell change of latency, throughput and memory, with significance tests on the raw
-samples so that noise is not reported as a regression.
+"""``compare BASE NEW``: per-cell change of latency, throughput and memory, with significance tests at the level
+that varies between runs, so that noise is not reported as a regression.
+
+**Records with repetitions** (schema 3, ``archbench run --repetitions N``, N >= 2 on both sides): a latency
+statistic's change is tested on the per-repetition values (one per worker process): Welch's t test on their logs
+(analyze.intervals.welch_log) and the matching interval of the ratio. It is *significant* when p < alpha **and**
+the change is larger than the machine's run-to-run noise (``noise``: the figure ``archbench doctor`` measured and
+cached, or ``--noise``): a change smaller than that noise is never called significant. The older, sample-level
+tests below remain for records of one repetition, and the comparison says so.
 
     result = compare(load_records([base]), load_records([new]), parse_fail_on("p95_ms:+10%"))
     result.exit_code   # 1 when a gated change exceeds its threshold and is significant
@@ -137,6 +144,7 @@ class CellComparison:
     gated: bool = True  # False when env differs and not forced
     unstable: bool = False  # CV > 10% on either side: the machine was noisy, re-measure before trusting a change
     busy_pct: float | None = None  # the larger other_cpu_pct of the two sides when above BUSY_PCT (archbench.bench.measure.harness)
+    repetitions: int = 1  # the fewer repetitions of the two sides: >= 2 means tests on per-repetition values
 
     @property
     def failed(self) -> bool:
@@ -149,6 +157,8 @@ class Comparison:
     thresholds: list[Threshold]
     alpha: float
     force: bool
+    noise: float = 0.0  # the run-to-run noise floor used (a fraction): smaller changes are never significant
+    noise_source: str = ""  # where it came from (archbench doctor's cache, --noise, or "" for none)
 
     @property
     def failures(self) -> list[CellComparison]:
@@ -214,15 +224,58 @@ def _cell(r: Record, status: str) -> CellComparison:
                           mode=r.mode or "infer")
 
 
+def per_rep(r: Record, stat: str) -> list[float]:
+    """A record's per-repetition values of ``stat`` (p50, p90, p95, p99, mean); [] with fewer than 2."""
+    import numpy as np
+
+    stored = {"p50": r.rep_p50_ms, "p95": r.rep_p95_ms, "p99": r.rep_p99_ms, "mean": r.rep_mean_ms}.get(stat)
+    if stored is not None and len(stored) >= 2:
+        return list(stored)
+    reps = [s for s in (r.samples_by_rep or []) if s]
+    if len(reps) < 2 or not stat.startswith("p"):
+        return []
+    return [float(np.percentile(np.asarray(s, dtype=float), float(stat[1:]), method="linear")) for s in reps]
+
+
+def _rep_change(m: Metric, b: Record, n: Record, alpha: float, noise: float) -> Change | None:
+    """The change of a latency metric from per-repetition values (Welch on logs), or None without them."""
+    import math
+
+    from archbench.bench.analyze.intervals import t_quantile, welch_log
+
+    if m.stat is None:
+        return None
+    rb, rn = per_rep(b, m.stat), per_rep(n, m.stat)
+    w = welch_log(rb, rn)
+    if w is None:
+        return None
+    vb, vn = m.value(b), m.value(n)
+    ch = vn / vb - 1.0 if vb and vn is not None else None
+    import numpy as np
+
+    lb, ln_ = np.log(rb), np.log(rn)
+    se = math.sqrt(lb.var(ddof=1) / lb.size + ln_.var(ddof=1) / ln_.size)
+    half = t_quantile(max(1, round(w.df)), 1 - alpha) * se
+    lo, hi = w.ratio * math.exp(-half), w.ratio * math.exp(half)  # of new/base in the statistic itself
+    if m.inverse:  # throughput = batch / mean: its ratio is the inverse
+        lo, hi = 1.0 / hi, 1.0 / lo
+    big_enough = ch is not None and abs(ch) > noise
+    return Change(m.name, vb, vn, ch, lo - 1.0, hi - 1.0, bool(w.p_value < alpha and big_enough))
+
+
 def _change(m: Metric, b: Record, n: Record, cis: dict[str, RatioCI] | None, mwu: MannWhitney | None,
-            alpha: float) -> Change:
+            alpha: float, noise: float = 0.0) -> Change:
+    rep = _rep_change(m, b, n, alpha, noise)
+    if rep is not None:
+        return rep
     vb, vn = m.value(b), m.value(n)
     ch = vn / vb - 1.0 if vb and vn is not None else None
     if m.stat is None or cis is None or mwu is None:
         return Change(m.name, vb, vn, ch, None, None, None)
     ci = cis[m.stat]
     lo, hi = (1.0 / ci.hi - 1.0, 1.0 / ci.lo - 1.0) if m.inverse else (ci.lo - 1.0, ci.hi - 1.0)
-    return Change(m.name, vb, vn, ch, lo, hi, bool(mwu.p_value < alpha and ci.excludes_one))
+    big_enough = ch is not None and abs(ch) > noise
+    return Change(m.name, vb, vn, ch, lo, hi, bool(mwu.p_value < alpha and ci.excludes_one and big_enough))
 
 
 def _exceeds(t: Threshold, c: Change) -> bool:
@@ -233,7 +286,7 @@ def _exceeds(t: Threshold, c: Change) -> bool:
 
 def compare_pair(
     b: Record, n: Record, thresholds: Sequence[Threshold] = (), alpha: float = 0.05, force: bool = False,
-    n_boot: int = 1000, seed: int = 0,
+    n_boot: int = 1000, seed: int = 0, noise: float = 0.0,
 ) -> CellComparison:
     """Compare one cell measured in BASE (b) and NEW (n): changes, tests and the gate."""
     c = _cell(n, "compared")
@@ -245,7 +298,10 @@ def compare_pair(
         if c.status == "failed in new" and thresholds:
             c.failures.append(f"ok in base, {n.status} in new: {str(n.error or '')[:80]}")
         return c
-    c.unstable = any((r.latency_cv or 0) > CV_WARN for r in (b, n))
+    c.repetitions = min(b.repetitions or 1, n.repetitions or 1)
+    # Unstable: with repetitions, an interval that missed its precision target; with one loop, CV > 10%.
+    c.unstable = any((r.stable is False) if (r.repetitions or 1) >= 2 else (r.latency_cv or 0) > CV_WARN
+                     for r in (b, n))
     busy = max((r.other_cpu_pct or 0.0) for r in (b, n))
     c.busy_pct = busy if busy > BUSY_PCT else None
     sb, sn = b.samples_ms or [], n.samples_ms or []
@@ -254,7 +310,7 @@ def compare_pair(
         c.mwu = mann_whitney_u(sb, sn)
         cis = bootstrap_ratio_cis(sb, sn, alpha=alpha, n_boot=n_boot, seed=seed)
     for name in shown_metrics(thresholds):
-        c.changes[name] = _change(METRICS[name], b, n, cis, c.mwu, alpha)
+        c.changes[name] = _change(METRICS[name], b, n, cis, c.mwu, alpha, noise)
     for t in thresholds:
         ch = c.changes[t.metric]
         if _exceeds(t, ch) and ch.significant is not False:
@@ -272,9 +328,10 @@ def shown_metrics(thresholds: Sequence[Threshold] = ()) -> list[str]:
 
 def compare(
     base: Sequence[Record], new: Sequence[Record], thresholds: Sequence[Threshold] = (), alpha: float = 0.05,
-    force: bool = False, n_boot: int = 1000, seed: int = 0,
+    force: bool = False, n_boot: int = 1000, seed: int = 0, noise: float = 0.0,
 ) -> Comparison:
-    """Compare every cell of BASE with the same cell of NEW (see the module docstring for the rules)."""
+    """Compare every cell of BASE with the same cell of NEW (see the module docstring for the rules); ``noise``:
+    the machine's run-to-run noise as a fraction (a smaller change is never significant)."""
     if not 0 < alpha < 1:
         raise UsageError(f"--alpha must be between 0 and 1, got {alpha}")
 
@@ -284,9 +341,9 @@ def compare(
     cells = []
     for b, n in pair_cells(measured(base), measured(new)):
         if b is not None and n is not None:
-            cells.append(compare_pair(b, n, thresholds, alpha, force, n_boot, seed))
+            cells.append(compare_pair(b, n, thresholds, alpha, force, n_boot, seed, noise))
             continue
         r = b if b is not None else n
         assert r is not None
         cells.append(_cell(r, "only in base" if n is None else "only in new"))
-    return Comparison(cells, list(thresholds), alpha, force)
+    return Comparison(cells, list(thresholds), alpha, force, noise)

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from archbench.bench.analyze.intervals import speedup
 from archbench.bench.analyze.siblings import Siblings, setup_key
 from archbench.bench.analyze.stats import CV_WARN
 from archbench.bench.env import fingerprint
@@ -91,8 +92,10 @@ def macs_mispredictions(records: Sequence[Record], macs_ratio: float = MACS_RATI
 class PrecisionSlowdown:
     variant: Record  # int8 / fp16 / bf16
     fp32: Record  # its fp32 parent
-    slowdown: float  # variant p50 / fp32 p50
+    slowdown: float  # variant p50 / fp32 p50, paired by round (analyze.intervals.speedup)
     p_value: float | None  # Mann-Whitney U of the two cells' samples; None without raw samples
+    slowdown_lo: float | None = None  # its 95% interval (None with fewer than 2 paired repetitions)
+    slowdown_hi: float | None = None
 
 
 def precision_slowdowns(records: Sequence[Record]) -> list[PrecisionSlowdown]:
@@ -108,8 +111,9 @@ def precision_slowdowns(records: Sequence[Record]) -> list[PrecisionSlowdown]:
             continue
         base = sib.fp32_parent(r)
         if base and base.latency_p50_ms and r.latency_p50_ms > base.latency_p50_ms:
-            out.append(PrecisionSlowdown(r, base, r.latency_p50_ms / base.latency_p50_ms,
-                                         _p_value(r, base)))
+            iv = speedup(r, base)
+            out.append(PrecisionSlowdown(r, base, iv.estimate if iv else r.latency_p50_ms / base.latency_p50_ms,
+                                         _p_value(r, base), iv.lo if iv else None, iv.hi if iv else None))
     return sorted(out, key=lambda d: -d.slowdown)
 
 
@@ -125,8 +129,16 @@ class RuntimeWinner:
     p50_ms: float
     runner_up: str
     runner_up_p50_ms: float
-    speedup: float  # runner-up p50 / best p50
+    speedup: float  # runner-up p50 / best p50, paired by round (analyze.intervals.speedup)
     p_value: float | None  # Mann-Whitney U of the two runtimes' samples; None without raw samples
+    speedup_lo: float | None = None  # its 95% interval (None with fewer than 2 paired repetitions)
+    speedup_hi: float | None = None
+    pairs: int = 1  # paired repetitions the interval rests on
+
+    @property
+    def significant(self) -> bool | None:
+        """Does the interval exclude 1 (no difference)? None without an interval."""
+        return None if self.speedup_lo is None else self.speedup_lo > 1.0
 
 
 def runtime_winners(records: Sequence[Record]) -> list[RuntimeWinner]:
@@ -142,13 +154,15 @@ def runtime_winners(records: Sequence[Record]) -> list[RuntimeWinner]:
             continue
         rs = sorted(rs, key=lambda r: r.latency_p50_ms)
         best, second = rs[0], rs[1]
+        iv = speedup(second, best)
         out.append(RuntimeWinner(
             model=best.model, precision=best.precision, batch=best.batch, device=best.device,
             machine=fingerprint(best), mode=best.mode or "infer", fastest=best.runtime,
             p50_ms=best.latency_p50_ms, runner_up=second.runtime,
             runner_up_p50_ms=second.latency_p50_ms,
-            speedup=second.latency_p50_ms / best.latency_p50_ms,
-            p_value=_p_value(second, best)))
+            speedup=iv.estimate if iv else second.latency_p50_ms / best.latency_p50_ms,
+            p_value=_p_value(second, best), speedup_lo=iv.lo if iv else None, speedup_hi=iv.hi if iv else None,
+            pairs=iv.n if iv else 1))
     return out
 
 

@@ -20,11 +20,27 @@ def add_cell_options(p: argparse.ArgumentParser) -> None:
 
 
 def add_timing_options(p: argparse.ArgumentParser) -> None:
-    """--timeout and the stop rule (--min-time, --min-iters, --warmup): shared by `run` and `sweep`."""
-    p.add_argument("--timeout", type=float, default=300.0, help="seconds per cell before it is killed (default 300)")
-    p.add_argument("--min-time", type=float, default=None, help="seconds of timed calls per cell (default 0.4)")
-    p.add_argument("--min-iters", type=int, default=None, help="timed calls per cell at least (default 20)")
-    p.add_argument("--warmup", type=int, default=None, help="warm-up calls at least (default 3)")
+    """--timeout, the repetitions and the stop rule of each (--min-time, --min-iters, --warmup): `run` and `sweep`."""
+    from archbench.bench.cell import QUICK
+    from archbench.bench.measure.engine import DEFAULT_REPETITIONS
+
+    g = p.add_argument_group("repetitions and timing (each repetition is a fresh worker process; see README "
+                             "'How it measures')")
+    g.add_argument("--repetitions", type=int, default=DEFAULT_REPETITIONS, metavar="N",
+                   help=f"worker processes per cell, in interleaved rounds (default {DEFAULT_REPETITIONS}; "
+                        "intervals need >= 2)")
+    g.add_argument("--rel-ci", type=float, default=None, metavar="FRACTION",
+                   help="precision target: add repetitions to a cell until its p50 95%% interval is within "
+                        "+/-FRACTION (e.g. 0.03), its budget verdict is decided, or --max-repetitions")
+    g.add_argument("--max-repetitions", type=int, default=None, metavar="N",
+                   help="cap for --rel-ci (default 3 x --repetitions)")
+    g.add_argument("--seed", type=int, default=None, help="seed of the random round order (default: the clock)")
+    g.add_argument("--timeout", type=float, default=300.0, help="seconds per cell before it is killed (default 300)")
+    g.add_argument("--min-time", type=float, default=None,
+                   help=f"seconds of timed calls per repetition (default {QUICK.min_time_s:g})")
+    g.add_argument("--min-iters", type=int, default=None,
+                   help=f"timed calls per repetition at least (default {QUICK.min_iters})")
+    g.add_argument("--warmup", type=int, default=None, help=f"warm-up calls at least (default {QUICK.warmup_iters})")
 
 
 def add_model_options(p: argparse.ArgumentParser) -> None:

@@ -67,11 +67,20 @@ def spec_from_args(args: argparse.Namespace):
     mode, train = trainopts.from_args(args, models, runtimes)
     options = Options(input_shape=parse_shape(args.input_shape) if args.input_shape else None, dtype=args.dtype,
                       weights=args.weights, **train)
+    if args.repetitions < 1:
+        raise UsageError(f"--repetitions {args.repetitions}: must be >= 1")
+    if args.rel_ci is not None and not 0 < args.rel_ci < 1:
+        raise UsageError(f"--rel-ci {args.rel_ci}: a fraction between 0 and 1, e.g. 0.03")
+    if args.max_repetitions is not None and args.max_repetitions < args.repetitions:
+        raise UsageError(f"--max-repetitions {args.max_repetitions}: must be >= --repetitions {args.repetitions}")
+    if args.max_repetitions is not None and args.rel_ci is None:
+        raise UsageError("--max-repetitions only applies with --rel-ci")
     return RunSpec(
         mode=mode, options=options,
         models=models, out=out, runtimes=runtimes, precisions=precisions, batches=batches, device=args.device,
         threads=args.threads or 0, knobs=knobs_from_args(args), rule=rule, timeout_s=args.timeout,
-        resume=args.resume,
+        resume=args.resume, repetitions=args.repetitions, rel_ci=args.rel_ci,
+        max_repetitions=args.max_repetitions, seed=args.seed,
     )
 
 
@@ -105,10 +114,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         if not torch.cuda.is_available():
             raise UsageError("--device cuda: no CUDA device visible to torch here")
     n_cells = len(spec.models) * len(spec.runtimes) * len(spec.precisions) * len(spec.batches)
+    reps = f"{spec.repetitions} repetitions" + (f" (up to {spec.max_repetitions or 3 * spec.repetitions} until "
+                                                f"p50 is within +/-{spec.rel_ci:.0%})" if spec.rel_ci else "")
     print(f"archbench run: {n_cells} cells ({len(spec.models)} models x {', '.join(spec.runtimes)} x "
           f"{', '.join(spec.precisions)} x batch {','.join(map(str, spec.batches))}) on {spec.device}, "
-          f"{spec.resolved_threads()} threads -> {spec.out}", file=sys.stderr)
-    bar = _progress(n_cells)
+          f"{spec.resolved_threads()} threads, {reps} each, interleaved -> {spec.out}", file=sys.stderr)
+    bar = _progress(n_cells * spec.repetitions)
     if spec.options.find_max_batch:  # trials per group are not known in advance: no total, no bar
         print(f"archbench run: --find-max-batch, {spec.mode} mode: one search per model x runtime x precision, "
               f"starting at batch {min(spec.batches)}", file=sys.stderr)
@@ -118,7 +129,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         mark = "ok" if rec.status == "ok" else rec.status.upper()
         what = "" if rec.mode == "infer" else f" {rec.mode}" + (f" (max batch {rec.max_batch})"
                                                                if rec.max_batch is not None else "")
-        bar(f"{rec.model} {rec.runtime} {rec.precision} b{rec.batch}{what}: {mark}", i, total)
+        rnd = f" round {rec.rep_rounds[0] + 1}" if rec.repetitions == 1 and rec.rep_rounds else ""
+        bar(f"{rec.model} {rec.runtime} {rec.precision} b{rec.batch}{what}{rnd}: {mark}", i, total)
+
+    def decided(rec: Any) -> bool:
+        """A cell's repetitions may stop early once its budget verdict is PASS or FAIL (--rel-ci)."""
+        from archbench.bench.analyze.budgets import FAIL, PASS, judge_record
+
+        return budget is not None and judge_record(rec, budget, ()).verdict in (PASS, FAIL)
 
     interrupted = False
     try:
@@ -127,7 +145,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
             run_search(spec, progress=progress)
         else:
-            engine.run(spec, progress=progress)
+            engine.run(spec, progress=progress, decided=decided if budget else None)
     except KeyboardInterrupt:
         interrupted = True
         print("\narchbench: interrupted; finished cells are kept (re-run with --resume)", file=sys.stderr)
@@ -159,17 +177,26 @@ def _progress(total: int) -> Callable[[str, int, int], None]:
     if sys.stderr.isatty():
         from tqdm import tqdm
 
-        bar = tqdm(total=total, unit="cell", file=sys.stderr, dynamic_ncols=True)
+        bar = tqdm(total=total, unit="rep", file=sys.stderr, dynamic_ncols=True)
 
         def update(msg: str, i: int, n: int) -> None:
+            if n and n != bar.total:  # --rel-ci added repetitions
+                bar.total = n
             bar.set_postfix_str(msg, refresh=False)
-            bar.update(1)
-            if i >= n:
+            bar.update(max(0, i - bar.n))
+            if n and i >= n:
                 bar.close()
 
         return update
 
+    import time
+
+    start = time.monotonic()
+
     def plain(msg: str, i: int, n: int) -> None:
-        print(f"[{i}/{n}] {msg}", file=sys.stderr, flush=True)
+        eta = ""
+        if n and 0 < i < n:
+            eta = f", ETA {(time.monotonic() - start) / i * (n - i):.0f} s"
+        print(f"[{i}/{n or '?'}{eta}] {msg}", file=sys.stderr, flush=True)
 
     return plain

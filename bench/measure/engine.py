@@ -1,14 +1,20 @@
-"""The run: a RunSpec becomes cells, cells are grouped into jobs, jobs run in worker processes, records land on
-disk as they come.
+"""The run: a RunSpec becomes cells, cells are grouped into jobs, jobs run in worker processes in interleaved
+rounds, repetitions are combined into records with intervals, records land on disk as they come.
 
     spec = RunSpec(models=["resnet_s"], runtimes=["torch", "onnxruntime"], batches=[1, 8], out=Path("runs/x"))
     records = run(spec)
 
 Per model, first the artifacts worker (measure.artifacts) when any of its runtimes needs an artefact (the ONNX
-export for ONNX Runtime and OpenVINO, the input specs of an .onnx file); then one measuring job per (model, runtime,
-precision): a worker process that loads the model once and measures every batch size (measure.dispatch). Every
-record is appended to ``records.jsonl`` and fsync'ed the moment it arrives; ``resume`` skips cells that have an ok
-record there already.
+export for ONNX Runtime and OpenVINO, the input specs of an .onnx file). Then rounds: in round r every unfinished
+(model, runtime, precision) group runs repetition r in a fresh worker process (measure.dispatch), the groups in a
+random order (a model's groups back to back, so its runtimes' repetitions are paired in time), repetition r of
+every cell before repetition r+1 of any — Google Benchmark's random interleaving, asv's and pyperf's separate
+processes. A cell stops after ``repetitions`` rounds once its p50 interval is within ``rel_ci`` (or its budget
+verdict is decided: ``decided``), or at ``max_repetitions``.
+
+Every repetition is appended to ``repetitions.jsonl`` and fsync'ed the moment it arrives; a cell's combined record
+(measure.repetitions) goes to ``records.jsonl`` when its last repetition is in. ``resume`` skips cells with an ok
+record and continues the others from the repetitions already on disk.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from archbench.bench.measure import dispatch
 from archbench.bench.record import Record, append_jsonl, read_records
 
 DEFAULT_TIMEOUT_S = 300.0
+DEFAULT_REPETITIONS = 3
 
 
 @dataclass
@@ -43,6 +50,10 @@ class RunSpec:
     rule: StopRule = QUICK
     timeout_s: float = DEFAULT_TIMEOUT_S  # per cell, from the moment the worker starts it (or starts up)
     resume: bool = False
+    repetitions: int = DEFAULT_REPETITIONS  # worker processes per cell at least (rounds of the run)
+    max_repetitions: int | None = None  # with rel_ci: add repetitions up to this many (default 3 x repetitions)
+    rel_ci: float | None = None  # target p50 interval half-width, as a fraction; None: exactly `repetitions`
+    seed: int | None = None  # of the round order (None: from the clock; recorded in the log)
 
     def resolved_threads(self) -> int:
         return self.threads or os.cpu_count() or 1
@@ -103,35 +114,118 @@ def artifact_kind(runtimes: list[str], source: str) -> str | None:
     return "none" if is_onnx_ref(source) and kinds else None
 
 
-def run(spec: RunSpec, progress: Callable[[Record, int, int], None] | None = None) -> list[Record]:
-    """Run every cell of ``spec`` not already done; return the records of this invocation."""
+Progress = Callable[[Record, int, int], None]
+
+
+def run(spec: RunSpec, progress: Progress | None = None,
+        decided: Callable[[Record], bool] | None = None) -> list[Record]:
+    """Run every cell of ``spec`` not already done; return the combined records of this invocation.
+
+    ``progress(record, done, total)`` is called for every repetition (``total`` grows when ``rel_ci`` adds
+    repetitions); ``decided(record)`` -> True stops a cell's repetitions early (its budget verdict is known)."""
+    import random
+
+    from archbench.bench.measure.repetitions import combine
+
+    if spec.repetitions < 1:
+        raise ValueError(f"repetitions must be >= 1, got {spec.repetitions}")
     spec.out.mkdir(parents=True, exist_ok=True)
-    jsonl = spec.out / "records.jsonl"
+    jsonl, reps_path = spec.out / "records.jsonl", spec.out / "repetitions.jsonl"
     if jsonl.exists() and not spec.resume:
         raise FileExistsError(f"{jsonl} exists; pass --resume to continue that run or choose another --out")
     groups = plan(spec, done_cells(jsonl) if spec.resume else set())
-    total = sum(len(g) for g in groups)
+    cells = [c for g in groups for c in g]
+    reps: dict[tuple, list[Record]] = {c.key(): [] for c in cells}
+    if spec.resume and reps_path.exists():
+        for r in read_records(reps_path):
+            if r.key() in reps:
+                reps[r.key()].append(r)
+    cap = max(spec.repetitions, spec.max_repetitions or (3 * spec.repetitions if spec.rel_ci else spec.repetitions))
+    total = len(cells) * spec.repetitions
     run_id = new_run_id()
+    seed = spec.seed if spec.seed is not None else random.SystemRandom().randrange(2**32)
+    rng = random.Random(seed)
     records: list[Record] = []
+    final: set[tuple] = set()
+    count = 0
 
-    def on_record(rec: Record) -> None:
+    def on_rep(rec: Record) -> None:
+        nonlocal count
+        append_jsonl(reps_path, rec)
+        reps.setdefault(rec.key(), []).append(rec)
+        count += 1
+        if progress:
+            progress(rec, count, max(total, count))
+
+    def wants_more(c: Cell) -> bool:
+        got = reps[c.key()]
+        if c.key() in final or any(r.status == "skipped" for r in got):
+            return False
+        if got and not any(r.ok for r in got):
+            return False  # failed in every repetition so far: a retry would fail the same way
+        n = len(got)
+        if n < spec.repetitions:
+            return True
+        if n >= cap or spec.rel_ci is None:
+            return False
+        rec = combine(got, spec.rel_ci)
+        if decided is not None and rec.ok and decided(rec):
+            return False
+        return rec.ok and (rec.p50_rel_ci is None or rec.p50_rel_ci > spec.rel_ci)
+
+    def finish(c: Cell) -> None:
+        final.add(c.key())
+        rec = combine(reps[c.key()], spec.rel_ci)
         append_jsonl(jsonl, rec)
         records.append(rec)
-        if progress:
-            progress(rec, len(records), total)
 
-    built: set[str] = set()
-    for g in groups:
-        head = g[0]
-        workdir = str(spec.workdir(head.source))
-        if head.source not in built and spec.mode == "infer":
-            built.add(head.source)
-            kind = artifact_kind([c.runtime for gg in groups for c in gg if c.source == head.source], head.source)
-            if kind is not None:
-                cells = tuple(c for gg in groups for c in gg if c.source == head.source)
-                dispatch.build_artifacts(Job(cells=cells, workdir=workdir, run_id=run_id,
-                                             rule=spec.rule, kind="artifacts", artifact=kind),
-                                         spec.out, spec.timeout_s)
-        dispatch.run_job(Job(cells=g, workdir=workdir, run_id=run_id, rule=spec.rule), spec.out, spec.timeout_s,
-                         on_record)
+    _build_artifacts(spec, groups, run_id)
+    with open(spec.out / "logs" / "rounds.log", "a", encoding="utf-8") as log:
+        log.write(f"run {run_id}: seed {seed}, {len(cells)} cells, {spec.repetitions}..{cap} repetitions\n")
+    start = min((len(v) for v in reps.values()), default=0)
+    for rnd in range(start, cap + start):
+        active = [tuple(c for c in g if wants_more(c)) for g in groups]
+        active = [g for g in active if g]
+        for c in cells:  # cells that need nothing more: their record now (an earlier round completed them)
+            if c.key() not in final and not wants_more(c) and reps[c.key()]:
+                finish(c)
+        if not active:
+            break
+        total = max(total, count + sum(len(g) for g in active))
+        for g in _interleave(active, rng):
+            dispatch.run_job(Job(cells=g, workdir=str(spec.workdir(g[0].source)), run_id=run_id, rule=spec.rule,
+                                 repetition=rnd), spec.out, spec.timeout_s, on_rep)
+    for c in cells:
+        if c.key() not in final and reps[c.key()]:
+            finish(c)
     return records
+
+
+def _interleave(groups: list[tuple[Cell, ...]], rng: Any) -> list[tuple[Cell, ...]]:
+    """A random order of the round's groups, a model's groups kept together (in random order among themselves)."""
+    by_source: dict[str, list[tuple[Cell, ...]]] = {}
+    for g in groups:
+        by_source.setdefault(g[0].source, []).append(g)
+    sources = list(by_source)
+    rng.shuffle(sources)
+    out = []
+    for s in sources:
+        gs = by_source[s]
+        rng.shuffle(gs)
+        out += gs
+    return out
+
+
+def _build_artifacts(spec: RunSpec, groups: list[tuple[Cell, ...]], run_id: str) -> None:
+    """One artifacts worker per model whose runtimes need files, before any measuring worker."""
+    (spec.out / "logs").mkdir(parents=True, exist_ok=True)
+    if spec.mode != "infer":
+        return
+    by_source: dict[str, list[Cell]] = {}
+    for g in groups:
+        by_source.setdefault(g[0].source, []).extend(g)
+    for source, cells in by_source.items():
+        kind = artifact_kind([c.runtime for c in cells], source)
+        if kind is not None:
+            dispatch.build_artifacts(Job(cells=tuple(cells), workdir=str(spec.workdir(source)), run_id=run_id,
+                                         rule=spec.rule, kind="artifacts", artifact=kind), spec.out, spec.timeout_s)

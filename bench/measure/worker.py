@@ -115,6 +115,9 @@ def measure_cell(cell: Cell, rt: Any, model: Any, job: Job, rss_imports: float, 
         rec.fill_latency(timing.samples_ms, first_ms=timing.first_ms, warmup_iters=timing.warmup_iters,
                          measure_s=timing.measure_s, other_cpu_pct=other_cpu_pct(before, cpu_snapshot()),
                          flops_per_call=rec.flops)  # achieved GFLOP/s = FLOPs per forward / p50
+        rec.repetitions, rec.rep_rounds = 1, [job.repetition]
+        if job.repetition > 0:  # later repetitions only time: memory and fidelity do not vary between processes
+            return _finish(rec, rt)
         _memory_pass(rec, rt, sets, cuda)
         if rec.peak_rss_mib is not None:
             rec.rss_model_mib = round(rec.peak_rss_mib - rss_imports, 2)
@@ -132,6 +135,10 @@ def measure_cell(cell: Cell, rt: Any, model: Any, job: Job, rss_imports: float, 
     except Exception as e:
         print(traceback.format_exc(), file=sys.stderr)
         rec.status, rec.error = "failed", one_line(e)
+    return _finish(rec, rt)
+
+
+def _finish(rec: Record, rt: Any) -> Record:
     if rt.notes:
         rec.warning = "; ".join([*rt.notes, rec.warning]).strip("; ")
     if not type(rt).needs_torch and "torch" in sys.modules:

@@ -76,10 +76,13 @@ def _slowdowns(slow: list[fa.PrecisionSlowdown], where: Any) -> Finding:
         "kernels missing or quantize/dequantize overhead; fp16/bf16: few native half-precision kernels on this "
         "hardware, casts around the rest):",
         _capped([f"**{d.variant.model}** {d.variant.precision} ({d.variant.runtime} b{d.variant.batch}"
-                 f"{where(d.variant)}): {d.slowdown:.2f}x slower, {num(d.variant.latency_p50_ms)} ms vs "
-                 f"{num(d.fp32.latency_p50_ms)} ms fp32"
-                 + (f" (within noise: Mann-Whitney p = {d.p_value:.2g})"
-                    if d.p_value is not None and d.p_value >= 0.05 else "") for d in slow]),
+                 f"{where(d.variant)}): {d.slowdown:.2f}x slower"
+                 + (f" (95% CI {d.slowdown_lo:.2f}-{d.slowdown_hi:.2f}x)" if d.slowdown_lo is not None else "")
+                 + f", {num(d.variant.latency_p50_ms)} ms vs {num(d.fp32.latency_p50_ms)} ms fp32"
+                 + (" (within noise: the interval includes 1x)" if d.slowdown_lo is not None and d.slowdown_lo <= 1
+                    else f" (within noise: Mann-Whitney p = {d.p_value:.2g})"
+                    if d.slowdown_lo is None and d.p_value is not None and d.p_value >= 0.05 else "")
+                 for d in slow]),
         [{"model": d.variant.model, "runtime": d.variant.runtime, "batch": d.variant.batch,
           "precision": d.variant.precision, "slowdown": d.slowdown, "p_value": d.p_value} for d in slow])
 
@@ -92,10 +95,11 @@ def _winners(wins: list[fa.RuntimeWinner], labels: dict[str, str], many: bool) -
     return Finding(
         "runtime_winner", f"**Fastest runtime** (lowest p50) per model: {lead} of {len(wins)} comparison(s).",
         [f"**{w.model}** ({w.precision} b{w.batch} {w.device}{' on ' + labels.get(w.machine, '') if many else ''}): "
-         f"**{w.fastest}**, {w.speedup:.3g}x faster than {w.runner_up} ({num(w.p50_ms)} vs "
+         f"**{w.fastest}**, {_times(w)} faster than {w.runner_up} ({num(w.p50_ms)} vs "
          f"{num(w.runner_up_p50_ms)} ms)"
-         + (f" (not significant: Mann-Whitney p = {w.p_value:.2g})" if w.p_value is not None and w.p_value >= 0.05
-            else "")
+         + (" (not significant: the interval includes 1x)" if w.significant is False else
+            f" (not significant: Mann-Whitney p = {w.p_value:.2g})"
+            if w.significant is None and w.p_value is not None and w.p_value >= 0.05 else "")
          for w in sorted(wins, key=lambda w: -w.speedup)],
         [asdict(w) | {"machine": labels.get(w.machine, "")} for w in wins], section="Fastest runtime per model")
 
@@ -218,5 +222,13 @@ def findings_md(fs: Sequence[Finding]) -> list[str]:
 def winner_lines(records: Sequence[Record]) -> list[str]:
     """One line per runtime comparison (archbench.bench.analyze.findings.runtime_winners), for the end of
     ``archbench run``: 'mlp_s b1 fp32: onnxruntime is 2.10x faster than torch'."""
-    return [f"{w.model} b{w.batch} {w.precision}: {w.fastest} is {w.speedup:.2f}x faster than {w.runner_up}"
+    return [f"{w.model} b{w.batch} {w.precision}: {w.fastest} is {_times(w)} faster than {w.runner_up}"
+            + ("" if w.significant is not False else " - not significant: the interval includes 1x")
             for w in fa.runtime_winners(records)]
+
+
+def _times(w: fa.RuntimeWinner) -> str:
+    """'3.18x (95% CI 3.02-3.35x)' with an interval, '3.18x' without."""
+    if w.speedup_lo is None or w.speedup_hi is None:
+        return f"{w.speedup:.2f}x"
+    return f"{w.speedup:.2f}x (95% CI {w.speedup_lo:.2f}-{w.speedup_hi:.2f}x, {w.pairs} paired repetitions)"

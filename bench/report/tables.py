@@ -20,8 +20,8 @@ from archbench.bench.record import Record
 from archbench.bench.report.findings import verdict_word
 from archbench.bench.report.format import human, num, pct
 
-TABLE_COLS = ("model", "runtime", "precision", "batch", "status", "p50 ms", "p95 ms", "CV", "samples/s",
-              "MACs", "size MiB", "peak RSS MiB")
+TABLE_COLS = ("model", "runtime", "precision", "batch", "status", "p50 ms", "p50 95% CI", "reps", "p95 ms",
+              "samples/s", "MACs", "size MiB", "peak RSS MiB")
 
 
 def cv_cell(r: Record) -> str:
@@ -31,6 +31,14 @@ def cv_cell(r: Record) -> str:
     return f"{r.latency_cv:.0%}" + (" !" if r.latency_cv > CV_WARN else "")
 
 
+def ci_cell(r: Record) -> str:
+    """The p50 interval as '+/-4.2%' (with ' !' when it missed its precision target: ``stable`` False); one
+    repetition has none: '-'."""
+    if r.p50_rel_ci is None:
+        return "-"
+    return f"±{r.p50_rel_ci:.1%}" + (" !" if r.stable is False else "")
+
+
 def table_rows(records: Sequence[Record]) -> list[list[str]]:
     """Rows for TABLE_COLS (the compact table `archbench run` prints)."""
     rows = []
@@ -38,8 +46,8 @@ def table_rows(records: Sequence[Record]) -> list[list[str]]:
         rows.append([
             r.model, r.runtime, r.precision, str(r.batch),
             r.status + ("" if r.ok else f": {str(r.error or '')[:60]}"),
-            num(r.latency_p50_ms), num(r.latency_p95_ms), cv_cell(r),
-            num(r.throughput_sps), human(r.macs), num(r.size_mib), num(r.peak_rss_mib),
+            num(r.latency_p50_ms), ci_cell(r), "-" if r.repetitions is None else str(r.repetitions),
+            num(r.latency_p95_ms), num(r.throughput_sps), human(r.macs), num(r.size_mib), num(r.peak_rss_mib),
         ])
     return rows
 

@@ -1,0 +1,84 @@
+"""Repetitions of a cell (one worker process each, in different rounds of the run) combined into one record.
+
+    final = combine([rep0, rep1, rep2], target=0.05)
+
+Each repetition arrives as a record of one timed loop (its ``rep_*`` lists hold one value). The combined record
+keeps repetition 0's memory, fidelity and cold-start fields (later repetitions only time), pools the samples, and
+replaces p50/p95/p99/mean (and throughput) by their estimate over repetitions with a 95% interval
+(analyze.intervals). The per-loop "CV > 10%" flag gives way to what matters across processes: the interval's width.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+
+from archbench.bench.analyze.intervals import log_interval, repetitions_needed
+from archbench.bench.record import Record
+
+DEFAULT_TARGET = 0.05  # a p50 interval within +/-5% counts as precise
+
+
+def combine(reps: Sequence[Record], target: float | None = None) -> Record:
+    """One record from a cell's repetitions (any order); failed/skipped repetitions are named in ``warning``."""
+    if not reps:
+        raise ValueError("combine() needs at least one repetition")
+    ok = sorted((r for r in reps if r.ok), key=lambda r: r.rep_rounds[0] if r.rep_rounds else 0)
+    bad = [r for r in reps if not r.ok]
+    if not ok:
+        return bad[0]
+    out = replace(ok[0])  # repetition 0 (the earliest round) has memory, fidelity and the cold start
+    if not all(r.rep_p50_ms for r in ok):  # untimed (a max-batch trial): nothing to combine
+        return out
+    notes = [w for w in out.warning.split("; ") if w and not w.startswith(("unstable:", "busy machine:"))]
+    if bad:
+        notes.append(f"{len(bad)} of {len(reps)} repetitions {bad[0].status}: {bad[0].error[:200]}")
+    out.samples_by_rep = [r.samples_ms for r in ok]
+    out.samples_ms = [x for r in ok for x in r.samples_ms]
+    out.rep_rounds = [r.rep_rounds[0] if r.rep_rounds else i for i, r in enumerate(ok)]
+    out.repetitions = len(ok)
+    out.n_samples = len(out.samples_ms)
+    out.measure_s = sum(r.measure_s or 0.0 for r in ok)
+    busy = [r.other_cpu_pct for r in ok if r.other_cpu_pct is not None]
+    out.other_cpu_pct = max(busy) if busy else None
+    for stat in ("p50", "p95", "p99", "mean"):
+        values = [v for r in ok for v in getattr(r, f"rep_{stat}_ms")]
+        setattr(out, f"rep_{stat}_ms", values)
+        iv = log_interval(values)
+        setattr(out, f"latency_{stat}_ms", iv.estimate)
+        setattr(out, f"latency_{stat}_lo_ms", iv.lo)
+        setattr(out, f"latency_{stat}_hi_ms", iv.hi)
+        if stat == "p50":
+            out.p50_rel_ci = iv.rel_halfwidth
+    out.throughput_sps = out.batch * 1000.0 / out.latency_mean_ms
+    if out.latency_mean_lo_ms and out.latency_mean_hi_ms:
+        out.throughput_lo_sps = out.batch * 1000.0 / out.latency_mean_hi_ms
+        out.throughput_hi_sps = out.batch * 1000.0 / out.latency_mean_lo_ms
+    if out.flops:
+        out.achieved_gflops = out.flops / (out.latency_p50_ms * 1e-3) / 1e9
+    pooled = _pooled(out.samples_ms)
+    out.latency_p90_ms, out.latency_std_ms, out.latency_min_ms, out.latency_max_ms, out.latency_cv = pooled
+    goal = target if target is not None else DEFAULT_TARGET
+    if out.p50_rel_ci is None:
+        out.stable = None
+        notes.append("one repetition: no interval across worker processes (--repetitions 3 or more gives one)")
+    else:
+        out.stable = out.p50_rel_ci <= goal
+        if not out.stable:
+            more = repetitions_needed(out.p50_rel_ci, out.repetitions, goal)
+            notes.append(f"imprecise: p50 +/-{out.p50_rel_ci:.0%} over {out.repetitions} repetitions (target "
+                         f"+/-{goal:.0%}; about {more} would reach it)")
+    from archbench.bench.measure.harness import busy_warning
+
+    if busy_warning(out.other_cpu_pct):
+        notes.append(busy_warning(out.other_cpu_pct))
+    out.warning = "; ".join(notes)
+    return out
+
+
+def _pooled(samples: list[float]) -> tuple[float, float, float, float, float]:
+    """Descriptive statistics of all samples pooled (p90, std, min, max, CV): no interval is claimed for these."""
+    from archbench.bench.analyze.stats import summarize
+
+    st = summarize(samples)
+    return st.p90_ms, st.std_ms, st.min_ms, st.max_ms, st.cv
