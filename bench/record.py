@@ -255,40 +255,58 @@ CSV_FIELDS = [f.name for f in fields(Record) if not isinstance(getattr(Record, f
 
 
 def append_jsonl(path: Path, rec: Record) -> None:
-    """Append one record and flush it to disk now: a kill after this line keeps it."""
-    with open(path, "a", encoding="utf-8") as fh:
-        fh.write(json.dumps(asdict(rec)) + "\n")
+    """Append one record and flush it to disk now: a kill after this line keeps it.
+
+    A file that ends in a partial line (a crash or a full disk mid-write) gets its line ended first, so the new
+    record never merges into the fragment; the fragment stays, and readers skip it with a warning."""
+    line = json.dumps(asdict(rec)) + "\n"
+    with open(path, "ab") as fh:
+        if fh.tell() > 0:
+            with open(path, "rb") as rd:
+                rd.seek(-1, os.SEEK_END)
+                if rd.read(1) != b"\n":
+                    line = "\n" + line
+        fh.write(line.encode("utf-8"))
         fh.flush()
         os.fsync(fh.fileno())
 
 
-def read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
-    """The raw JSON objects of a JSONL file; a truncated last line (killed mid-write) is skipped."""
-    with open(path, encoding="utf-8") as fh:
-        for line in fh:
-            line = line.strip()
+def read_jsonl(path: Path, bad: list[str] | None = None) -> Iterator[dict[str, Any]]:
+    """The JSON objects of a JSONL file. A line that is not a JSON object (a truncated write, a stray edit) is
+    skipped; with ``bad`` given, a note naming the file and line is appended to it."""
+    with open(path, "rb") as fh:
+        for i, raw in enumerate(fh, 1):
+            line = raw.decode("utf-8", "replace").strip()
             if not line:
                 continue
             try:
                 obj = json.loads(line)
             except json.JSONDecodeError:
-                continue
+                obj = None
             if isinstance(obj, dict):
                 yield obj
+            elif bad is not None:
+                bad.append(f"{path} line {i}: not a JSON record (a partial write?): skipped")
 
 
 def read_records(path: Path) -> list[Record]:
     """Every record of a records.jsonl as ``Record`` objects (older schemas migrated; see ``Record.from_dict``).
 
-    Raises SchemaError when a record is of a newer schema than this code knows."""
+    Raises SchemaError when a record is of a newer schema than this code knows. Lines that cannot be read are
+    skipped with one warning line each on stderr, naming the file and line."""
+    import sys
+
     out = []
-    for d in read_jsonl(path):
+    bad: list[str] = []
+    for d in read_jsonl(path, bad):
         try:
             out.append(Record.from_dict(d))
         except SchemaError as e:
             raise SchemaError(f"{path}: {e}") from None
-        except (TypeError, ValueError):
-            continue
+        except (TypeError, ValueError) as e:
+            bad.append(f"{path}: a record that cannot be read ({str(e).splitlines()[0][:120]}): skipped")
+    for note in bad:
+        print(f"archbench: warning: {note}", file=sys.stderr)
     return out
 
 

@@ -179,3 +179,48 @@ def test_onnx_export_happens_outside_the_measuring_workers(tmp_path: Path) -> No
     assert abs(fp32 - fp16) < 20, (fp32, fp16)  # same libraries resident in both; the model is 0.3 MiB
     # Neither holds torch (~170 MiB resident) nor onnx or the quantizer: the bare runtime is ~70 MiB here.
     assert max(fp32, fp16) < 150, (fp32, fp16)
+
+
+def _workers() -> set[int]:
+    """PIDs of live archbench worker processes (their command line carries worker.BOOT)."""
+    pids = set()
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                cmd = (d / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if b"archbench.bench.measure.worker import main" in cmd:
+                pids.add(int(d.name))
+    return pids
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGHUP, 129), (signal.SIGINT, 130)])
+def test_a_signal_stops_every_worker_and_keeps_finished_repetitions(tmp_path: Path, sig: int, code: int) -> None:
+    """SIGTERM (CI timeouts, container stops), SIGHUP and Ctrl-C mid-run: no worker survives the parent, every
+    repetition that finished is on disk, the exit code is 128 + the signal, and --resume finishes the rest."""
+    before = _workers()
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "archbench.bench.cli.main", "run", "mlp_s", "--runtime", "torch",
+           "--repetitions", "3", "--threads", "1", "--min-time", "0.3", "--out", str(out)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    reps = out / "repetitions.jsonl"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not (reps.exists() and reps.read_text().count("\n") >= 1):
+        time.sleep(0.05)
+    assert reps.exists(), proc.stderr.read() if proc.poll() is not None else "no repetition finished in 120 s"
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == code, err[-2000:]
+    assert "interrupted by" in err and "--resume" in err
+    time.sleep(0.5)
+    assert not (_workers() - before), "a worker outlived its parent"
+    kept = reps.read_text().count("\n")
+    assert kept >= 1
+    done = subprocess.run([*cmd, "--resume"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    from archbench.bench.record import read_records
+
+    (rec,) = read_records(out / "records.jsonl")
+    assert rec.repetitions == 3 and len(read_records(reps)) == 3  # the kept ones were not measured again

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from collections.abc import Callable
 from dataclasses import replace
@@ -138,7 +139,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
         return budget is not None and judge_record(rec, budget, ()).verdict in (PASS, FAIL)
 
-    interrupted = False
+    interrupted = 0
+    _signals_interrupt()
     try:
         if spec.options.find_max_batch:
             from archbench.bench.measure.maxbatch import run_search
@@ -146,11 +148,17 @@ def cmd_run(args: argparse.Namespace) -> int:
             run_search(spec, progress=progress)
         else:
             engine.run(spec, progress=progress, decided=decided if budget else None)
-    except KeyboardInterrupt:
-        interrupted = True
-        print("\narchbench: interrupted; finished cells are kept (re-run with --resume)", file=sys.stderr)
+    except KeyboardInterrupt as e:
+        # Ctrl-C, or SIGTERM/SIGHUP (CI timeouts, container stops): dispatch has killed the running worker's
+        # process group on the way out; every finished repetition and record is already on disk.
+        interrupted = getattr(e, "signum", signal.SIGINT)
+        print(f"\narchbench: interrupted by {signal.Signals(interrupted).name}; finished cells are kept "
+              f"(re-run with --resume --out {spec.out})", file=sys.stderr)
     jsonl = spec.out / "records.jsonl"
     records = latest_per_cell(read_records(jsonl)) if jsonl.exists() else []
+    if not records:
+        print(f"archbench: no cell finished; nothing written to {jsonl}", file=sys.stderr)
+        return 128 + interrupted if interrupted else 1
     paths = write_reports(spec.out, records, command="archbench " + " ".join(sys.argv[1:]))
     print(tabulate(table_rows(records), headers=TABLE_COLS, tablefmt="simple", disable_numparse=True))
     from archbench.bench.report.findings import winner_lines
@@ -165,7 +173,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(f"wrote {jsonl}, " + ", ".join(str(p) for p in paths), file=sys.stderr)
     budget_rc = budget_args.judge_and_report(spec.out, records, budget, args) if budget and records else 0
     if interrupted:
-        return 130
+        return 128 + interrupted  # 130 for SIGINT, 143 for SIGTERM, 129 for SIGHUP
     if budget_rc:
         return budget_rc
     # A max-batch trial that ran out of memory is how the search works, not a failed cell.
@@ -200,3 +208,20 @@ def _progress(total: int) -> Callable[[str, int, int], None]:
         print(f"[{i}/{n or '?'}{eta}] {msg}", file=sys.stderr, flush=True)
 
     return plain
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP, handled like Ctrl-C: stop the workers, keep what finished, exit 128 + signal."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _signals_interrupt() -> None:
+    """SIGTERM and SIGHUP raise Terminated in the main thread (SIGINT already raises KeyboardInterrupt)."""
+    def handler(signum: int, frame: Any) -> None:
+        raise Terminated(signum)
+
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, handler)

@@ -114,6 +114,11 @@ def _scatter_cells(ax: Any, records: Sequence[Any], x_of: Any, y_of: Any
         if x is None or y is None or x <= 0 or y <= 0:
             continue
         marker, color, _ = _runtime_style(r.runtime, spare)
+        lo, hi = getattr(r, "latency_p50_lo_ms", None), getattr(r, "latency_p50_hi_ms", None)
+        if lo is not None and hi is not None and y_of(r) == getattr(r, "latency_p50_ms", None):
+            # The p50's 95% interval over repetitions (analyze.intervals), as a vertical bar.
+            ax.errorbar([x], [y], yerr=[[y - lo], [hi - y]], fmt="none", ecolor=color, elinewidth=1.0,
+                        capsize=2.5, alpha=0.8, zorder=2)
         ax.plot([x], [y], linestyle="none", marker=marker, color=color, fillstyle=_fill(r.precision),
                 markersize=7, markeredgewidth=1.3, zorder=3)
         by_model[r.model].append((x, y))
@@ -263,7 +268,7 @@ def plot_latency_vs(records: Sequence[Record], x_field: str, path: Path) -> Path
     fig.text(0.01, 0.005, "Pareto front: cells no other cell beats on both axes, taking more "
              f"{'MACs' if x_field == 'macs' else 'size'} (a proxy for capacity) at less latency as better.\n"
              "Marker shape = runtime, fill = precision; a dotted line joins one model's cells "
-             "(runtimes, precisions).",
+             "(runtimes, precisions); vertical bars: the p50's 95% interval over repetitions.",
              fontsize=7.5, ha="left", va="bottom")
     fig.tight_layout(rect=(0, 0.05, 1, 1))
     fig.savefig(path, dpi=DPI)

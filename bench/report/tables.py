@@ -31,6 +31,13 @@ def cv_cell(r: Record) -> str:
     return f"{r.latency_cv:.0%}" + (" !" if r.latency_cv > CV_WARN else "")
 
 
+def interval_cell(r: Record) -> str:
+    """'0.412-0.455 (±5.0%)', or the CV of the one loop when there is no interval ('CV 12% !')."""
+    if r.latency_p50_lo_ms is None or r.latency_p50_hi_ms is None:
+        return "-" if r.latency_cv is None else f"CV {cv_cell(r)}"
+    return f"{num(r.latency_p50_lo_ms)}-{num(r.latency_p50_hi_ms)} ({ci_cell(r)})"
+
+
 def ci_cell(r: Record) -> str:
     """The p50 interval as '+/-4.2%' (with ' !' when it missed its precision target: ``stable`` False); one
     repetition has none: '-'."""
@@ -100,7 +107,8 @@ def family_tables(records: Sequence[Record], verdicts: Verdicts | None = None
     has_verdict = any(verdict_word(r, verdicts)[0] is not None for r in ok)
     headers = ["model", *(["mode"] if modes else []), "runtime", "precision", "batch",
                *(["machine"] if many else []), "params", "MACs",
-               "size MiB", "p50 ms", "p95 ms", "CV", "samples/s", "peak RSS MiB", *[h for _, h, _ in optional],
+               "size MiB", "p50 ms", "p50 95% CI ms", "p95 ms", "reps", "samples/s", "peak RSS MiB",
+               *[h for _, h, _ in optional],
                *(["budget"] if has_verdict else [])]
     order: dict[str, int] = {}
     for r in ok:
@@ -116,8 +124,8 @@ def family_tables(records: Sequence[Record], verdicts: Verdicts | None = None
                 model_name(r), *([r.mode or "infer"] if modes else []), r.runtime, r.precision, str(r.batch),
                 *([labels[fingerprint(r)]] if many else []),
                 human(r.params), human(r.macs), num(r.size_mib),
-                num(r.latency_p50_ms), num(r.latency_p95_ms), cv_cell(r),
-                num(r.throughput_sps), num(r.peak_rss_mib),
+                num(r.latency_p50_ms), interval_cell(r), num(r.latency_p95_ms),
+                "-" if r.repetitions is None else str(r.repetitions), num(r.throughput_sps), num(r.peak_rss_mib),
                 *[("-" if getattr(r, f) is None else fmt(getattr(r, f))) for f, _, fmt in optional],
                 *([verdict_cell(r, verdicts)] if has_verdict else []),
             ])
