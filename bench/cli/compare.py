@@ -23,7 +23,10 @@ metrics for --fail-on: p50_ms p90_ms p95_ms p99_ms mean_ms throughput_sps (teste
 single-valued ones such as peak_rss_mib cuda_mem_mib size_mib top1_agree sqnr_db (`archbench check --list-metrics`)
 (METRIC:+N% fails on a rise beyond N%, METRIC:-N% on a fall beyond N%; no sign = the metric's worse direction).
 
-In the table, * = significant (Mann-Whitney U p < alpha AND the bootstrap CI of the ratio excludes 1),
+In the table, * = significant. With repetitions on both sides (archbench run --repetitions N, N >= 2): Welch's t
+on the per-repetition values (logs) p < alpha AND the change is larger than the machine's run-to-run noise
+(--noise, else the figure `archbench doctor` cached for this machine, else none). With one repetition: Mann-Whitney
+U on the raw samples AND the bootstrap CI of the ratio excludes 1 (and the noise floor).
 ? = untested (single value such as peak memory, or no raw samples).
 
 exit codes: 0 no gated regression, 1 a change beyond a --fail-on threshold that is significant (or a cell
@@ -40,6 +43,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--md", metavar="FILE", help="also write the comparison as markdown to FILE")
     p.add_argument("--bootstrap", type=int, default=1000, metavar="N", help="bootstrap resamples (default 1000)")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    p.add_argument("--noise", type=float, default=None, metavar="PCT",
+                   help="run-to-run noise floor in %% (a smaller change is never significant); default: the figure "
+                        "`archbench doctor` cached for this machine, if any; 0 to disable")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -53,8 +59,13 @@ def run(args: argparse.Namespace) -> int:
     thresholds = parse_fail_on(args.fail_on)
     base_runs, new_runs = read_runs([args.base]), read_runs([args.new])
     check_schema([*base_runs, *new_runs])  # BASE and NEW must share one schema version too
+    if args.seed < 0:
+        raise UsageError(f"--seed {args.seed}: must be >= 0")
+    noise, source = noise_floor(args.noise)
     result = compare(merge_runs(base_runs), merge_runs(new_runs), thresholds, alpha=args.alpha, force=args.force,
-                     n_boot=args.bootstrap, seed=args.seed)
+                     n_boot=args.bootstrap, seed=args.seed, noise=noise)
+    result.noise_source = source
+    print(f"archbench compare: noise floor {noise:.1%} ({source})", file=sys.stderr)
     if args.format == "json":
         print(json.dumps(text.to_json(result), indent=1, default=str))
     elif args.format == "csv":
@@ -73,3 +84,21 @@ def run(args: argparse.Namespace) -> int:
         print(f"archbench compare: FAIL {c.model} {c.runtime} {c.precision} b{c.batch}: {'; '.join(c.failures)}",
               file=sys.stderr)
     return result.exit_code
+
+
+def noise_floor(pct: float | None) -> tuple[float, str]:
+    """(fraction, where it came from): --noise, else this machine's `archbench doctor` cache, else 0."""
+    import math
+
+    from archbench.bench.errors import UsageError
+
+    if pct is not None:
+        if not (math.isfinite(pct) and 0 <= pct < 100):
+            raise UsageError(f"--noise {pct}: a percentage in [0, 100)")
+        return pct / 100, "--noise"
+    from archbench.bench.measure.doctor import cache_path, load_noise
+
+    nf = load_noise()
+    if nf is None:
+        return 0.0, "no `archbench doctor` figure cached for this machine: run it to set one"
+    return nf.noise_pct / 100, f"archbench doctor, {nf.measured_at}, {cache_path()}"

@@ -37,7 +37,7 @@ def verdict(c: CellComparison) -> str:
         else:
             text = "no significant change"
     if c.unstable:
-        text += " [unstable: CV > 10%]"
+        text += " [imprecise: p50 interval above its target]" if c.repetitions >= 2 else " [unstable: CV > 10%]"
     if c.busy_pct is not None:
         text += f" [busy machine: {c.busy_pct:.0f}% other CPU]"
     if not c.env_match:
@@ -46,7 +46,7 @@ def verdict(c: CellComparison) -> str:
 
 
 COLUMNS = ("model", "runtime", "precision", "batch", "device", "p50 ms base", "p50 ms new", "Δ p50", "Δ p95",
-           "Δ samples/s", "Δ peak RSS", "p (MWU)", "verdict")
+           "Δ samples/s", "Δ peak RSS", "test", "verdict")
 
 
 def table_rows(result: Comparison) -> list[list[str]]:
@@ -61,17 +61,35 @@ def table_rows(result: Comparison) -> list[list[str]]:
             num(p50.base if p50 else None), num(p50.new if p50 else None),
             _pct_cell(p50), _pct_cell(c.changes.get("p95_ms")), _pct_cell(c.changes.get("throughput_sps")),
             _pct_cell(c.changes.get("peak_rss_mib")),
-            "-" if c.mwu is None else (f"{c.mwu.p_value:.2g}" if c.mwu.p_value >= 1e-4 else "<1e-4"),
+            _test_cell(c),
             verdict(c),
         ])
     return rows
 
 
+def _test_cell(c: CellComparison) -> str:
+    """What the significance rests on: 'reps 3' (Welch on per-repetition values) or the one-loop MWU p-value."""
+    if c.repetitions >= 2:
+        return f"reps {c.repetitions}"
+    if c.mwu is None:
+        return "-"
+    return "MWU p " + (f"{c.mwu.p_value:.2g}" if c.mwu.p_value >= 1e-4 else "<1e-4")
+
+
 def legend(result: Comparison) -> str:
     gate = ", ".join(t.describe() for t in result.thresholds) or "none (report only)"
-    return (f"Δ = new / base - 1 (a rise beyond +100% shown as the ratio, e.g. 3.2x). * = significant at alpha "
-            f"{result.alpha:g} (Mann-Whitney U p < alpha and the bootstrap {1 - result.alpha:.0%} CI of the ratio "
-            f"excludes 1); ? = untested (single value or no raw samples). Gate: {gate}{' (--force: env differences gated too)' if result.force else ''}.")
+    reps = any(c.repetitions >= 2 for c in result.cells)
+    ones = any(c.status == "compared" and c.repetitions < 2 for c in result.cells)
+    tests = []
+    if reps:
+        tests.append(f"with repetitions: Welch's t on the per-repetition values p < {result.alpha:g}")
+    if ones:
+        tests.append(f"one repetition: Mann-Whitney U p < {result.alpha:g} and the bootstrap "
+                     f"{1 - result.alpha:.0%} CI of the ratio excludes 1")
+    floor = f"and |Δ| > the noise floor {result.noise:.1%}" if result.noise else "no noise floor"
+    return (f"Δ = new / base - 1 (a rise beyond +100% shown as the ratio, e.g. 3.2x). * = significant "
+            f"({'; '.join(tests) or 'no test'}; {floor}); ? = untested (single value or no raw samples). "
+            f"Gate: {gate}{' (--force: env differences gated too)' if result.force else ''}.")
 
 
 def summary(result: Comparison) -> str:
