@@ -19,9 +19,10 @@ Triton it raises ``RuntimeError`` on entry rather than guessing.
 
 from __future__ import annotations
 
+import io
 import os
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, redirect_stdout
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,34 +40,61 @@ class CompiledLaunch:
     num_stages: int
     shared_bytes: int
     kernel: Any  # triton.compiler.CompiledKernel (asm: ttir, ttgir, llir, ptx, cubin)
+    ptxas_log: str = ""  # Triton's own `ptxas -v` output, when this launch was compiled fresh (not cached)
 
     def ttgir_count(self, op: str) -> int:
         return self.kernel.asm["ttgir"].count(op)
 
-    def ptxas_usage(self, arch: int = 90) -> dict[str, int]:
-        """Registers per thread and spill bytes from ``ptxas -v`` (the ptxas Triton itself uses for ``arch``).
-
-        255 registers with spills means the tiles are too big for num_warps: expect a slow kernel."""
+    def elementwise_masked_copies(self) -> int:
+        """Async (cp.async) global->shared copies whose mask is computed per element (a bounds check), as opposed
+        to the software pipeliner's one scalar predicate per stage (``tt.splat`` of an i1) or no mask at all."""
         import re
-        import subprocess
-        import tempfile
 
-        from triton.backends.nvidia.compiler import get_ptxas
+        ttgir = self.kernel.asm["ttgir"]
+        defined_by = dict(re.findall(r"^\s*(%[\w.#]+) = ([\w.]+)", ttgir, flags=re.M))
+        masks = re.findall(r"async_copy_global_to_local \S+, \S+ mask (%[\w.#]+)", ttgir)
+        return sum(defined_by.get(m) != "tt.splat" for m in masks)
 
-        with tempfile.TemporaryDirectory() as tmp:
-            ptx = os.path.join(tmp, "k.ptx")
-            with open(ptx, "w") as fh:
-                fh.write(self.kernel.asm["ptx"])
-            suffix = "a" if arch >= 90 else ""
-            out = subprocess.run([get_ptxas(arch).path, f"-arch=sm_{arch}{suffix}", "-v", ptx, "-o",
-                                  os.path.join(tmp, "k.cubin")], capture_output=True, text=True, check=True)
-        text = out.stdout + out.stderr
+    def mma(self) -> str:
+        """How tl.dot was lowered: "wgmma" (Hopper warpgroup MMA), "mma" (Ampere mma.sync), "fma" or "" (no dot)."""
+        ttgir = self.kernel.asm["ttgir"]
+        if "warp_group_dot" in ttgir:
+            return "wgmma"
+        if "tt.dot" not in ttgir:
+            return ""
+        return "mma" if "#ttg.nvidia_mma" in ttgir else "fma"
+
+    def ptxas_usage(self, arch: int = 90) -> dict[str, int]:
+        """Registers per thread and spill bytes from ``ptxas -v``, as Triton ran it for ``arch``.
+
+        Read from the log of Triton's own ptxas run when this launch was compiled fresh; when Triton's cache
+        served the cubin, ptxas is re-run on the PTX with Triton's flags (``-lineinfo --regAllocOptLevel=2``,
+        ``--gpu-name=sm_90a``), which gives the same allocation. 255 registers with spills means the tiles are too
+        big for num_warps: expect a slow kernel."""
+        import re
+
+        text = self.ptxas_log or self._run_ptxas(arch)
         regs = re.search(r"Used (\d+) registers", text)
         stores = re.search(r"(\d+) bytes spill stores", text)
         loads = re.search(r"(\d+) bytes spill loads", text)
         return {"registers": int(regs.group(1)) if regs else -1,
                 "spill_stores": int(stores.group(1)) if stores else 0,
                 "spill_loads": int(loads.group(1)) if loads else 0}
+
+    def _run_ptxas(self, arch: int) -> str:
+        import subprocess
+        import tempfile
+
+        from triton.backends.nvidia.compiler import get_ptxas, sm_arch_from_capability
+
+        with tempfile.TemporaryDirectory() as tmp:
+            ptx = os.path.join(tmp, "k.ptx")
+            with open(ptx, "w") as fh:
+                fh.write(self.kernel.asm["ptx"])
+            out = subprocess.run([get_ptxas(arch).path, "-lineinfo", "-v", "--regAllocOptLevel=2",
+                                  f"--gpu-name={sm_arch_from_capability(arch)}", ptx, "-o",
+                                  os.path.join(tmp, "k.cubin")], capture_output=True, text=True, check=True)
+        return out.stdout + out.stderr
 
 
 class _TargetOnlyDriver:
@@ -109,10 +137,18 @@ def compile_launches(arch: int = 90) -> Iterator[list[CompiledLaunch]]:
         jit_fn = fn.jit_function
         src = ASTSource(jit_fn, compile["signature"], compile["constants"], compile["configs"][0])
         options = {"num_warps": compile["num_warps"], "num_stages": compile["num_stages"]}
-        kernel = triton.compile(src, target=target, options=options)
+        log = io.StringIO()
+        saved_dump = knobs.nvidia.dump_ptxas_log
+        knobs.nvidia.dump_ptxas_log = True  # Triton prints its ptxas -v log (fresh compiles only): keep it
+        try:
+            with redirect_stdout(log):
+                kernel = triton.compile(src, target=target, options=options)
+        finally:
+            knobs.nvidia.dump_ptxas_log = saved_dump
         constants = {jit_fn.arg_names[k[0]]: v for k, v in compile["constants"].items() if len(k) == 1}
+        text = log.getvalue()
         launches.append(CompiledLaunch(jit_fn.__name__, constants, options["num_warps"], options["num_stages"],
-                                       kernel.metadata.shared, kernel))
+                                       kernel.metadata.shared, kernel, text if "Used" in text else ""))
         return True  # skip Triton's own compile and the launch
 
     saved_interpret = os.environ.pop("TRITON_INTERPRET", None)

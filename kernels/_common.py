@@ -65,6 +65,17 @@ def use_triton(*tensors: torch.Tensor) -> bool:
     return interpreting() or all(t.is_cuda for t in tensors)
 
 
+def target_arch() -> int:
+    """The CUDA compute capability Triton compiles for now, as one number (90: H100/H200, 80: A100).
+
+    Asked of Triton's active driver: the current GPU on a CUDA machine, the stand-in target inside
+    ``kernels._aot.compile_launches``. Launchers use it where the best tiles differ between architectures.
+    """
+    triton, _ = import_triton()
+    arch = triton.runtime.driver.active.get_current_target().arch
+    return arch if isinstance(arch, int) else 0
+
+
 def cdiv(a: int, b: int) -> int:
     return -(-a // b)
 

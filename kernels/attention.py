@@ -38,17 +38,27 @@ Dispatch: see ``kernels._common`` -- Triton on CUDA tensors or under ``TRITON_IN
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import torch
 
-from archbench.kernels._common import cdiv, dot_precision, interpreting, lazy_jit, next_power_of_2, use_triton
+from archbench.kernels._common import (
+    cdiv,
+    dot_precision,
+    interpreting,
+    lazy_jit,
+    next_power_of_2,
+    target_arch,
+    use_triton,
+)
 
 if TYPE_CHECKING:  # bound for real at the first launch (kernels/_common.py: triton is imported lazily)
     import triton.language as tl
 
-__all__ = ["attention", "attention_reference", "attention_flops", "MAX_HEAD_DIM"]
+__all__ = ["attention", "attention_reference", "attention_flops", "tile_config", "MAX_HEAD_DIM"]
 
 MAX_HEAD_DIM = 128
 _SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
@@ -100,7 +110,7 @@ def _attn_fwd_kernel(
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,  # BLOCK_M % BLOCK_N == 0, so the diagonal phase starts on a block boundary
     NUM_PHASES: tl.constexpr,  # 1: non-causal; 2: causal (off-diagonal blocks, then diagonal blocks)
-    EVEN_N: tl.constexpr,  # N_K % BLOCK_N == 0: no key-tail mask needed
+    EVEN_N: tl.constexpr,  # N_K % BLOCK_N == 0: no key tail (with HEAD_DIM == BLOCK_D, K/V loads are unmasked)
     INPUT_PRECISION: tl.constexpr,
 ):
     start_m = tl.program_id(0)
@@ -138,9 +148,14 @@ def _attn_fwd_kernel(
         for start_n in range(lo, hi, BLOCK_N):
             cur_n = start_n + offs_n
             mask_n = cur_n < N_K
-            # K^T tile loaded directly as (BLOCK_D, BLOCK_N)
-            kt = tl.load(k_base + cur_n[None, :] * skn + offs_d[:, None] * skd,
-                         mask=mask_n[None, :] & mask_d[:, None], other=0.0)
+            # K^T tile loaded directly as (BLOCK_D, BLOCK_N). With no key tail and no padded head dim nothing needs
+            # masking: the pipelined cp.async copies then carry no per-element bounds check (only the pipeliner's
+            # per-stage predicate; tests/test_kernels_compile.py checks this in the compiled TTGIR)
+            kt_ptrs = k_base + cur_n[None, :] * skn + offs_d[:, None] * skd
+            if EVEN_N and HEAD_DIM == BLOCK_D:
+                kt = tl.load(kt_ptrs)
+            else:
+                kt = tl.load(kt_ptrs, mask=mask_n[None, :] & mask_d[:, None], other=0.0)
             qk = tl.dot(q, kt, input_precision=INPUT_PRECISION) * qk_scale  # (BLOCK_M, BLOCK_N) fp32
             if not EVEN_N:
                 qk = tl.where(mask_n[None, :], qk, float("-inf"))
@@ -153,8 +168,11 @@ def _attn_fwd_kernel(
             alpha = tl.math.exp2(m_i - m_new)
             l_i = l_i * alpha + tl.sum(p, axis=1)
             acc = acc * alpha[:, None]
-            v = tl.load(v_base + cur_n[:, None] * svn + offs_d[None, :] * svd,
-                        mask=mask_n[:, None] & mask_d[None, :], other=0.0)  # (BLOCK_N, BLOCK_D)
+            v_ptrs = v_base + cur_n[:, None] * svn + offs_d[None, :] * svd  # (BLOCK_N, BLOCK_D)
+            if EVEN_N and HEAD_DIM == BLOCK_D:
+                v = tl.load(v_ptrs)
+            else:
+                v = tl.load(v_ptrs, mask=mask_n[:, None] & mask_d[None, :], other=0.0)
             acc = tl.dot(p.to(v.dtype), v, acc, input_precision=INPUT_PRECISION)
             m_i = m_new
 
@@ -200,6 +218,7 @@ def _attn_bwd_dkdv_kernel(
     BLOCK_M: tl.constexpr,  # query rows per inner step (BLOCK_M1)
     BLOCK_N: tl.constexpr,  # keys owned by this program (BLOCK_N1)
     CAUSAL: tl.constexpr,
+    EVEN_M: tl.constexpr,  # N_Q % BLOCK_M == 0: no query tail (with HEAD_DIM == BLOCK_D, Q/dO loads are unmasked)
     INPUT_PRECISION: tl.constexpr,
 ):
     start_n = tl.program_id(0) * BLOCK_N
@@ -231,12 +250,20 @@ def _attn_bwd_dkdv_kernel(
     for start_m in range(lo, N_Q, BLOCK_M):
         offs_m = start_m + offs_m0
         mask_m = offs_m < N_Q
-        qt = tl.load(q_base + offs_m[None, :] * sqn + offs_d[:, None] * sqd,
-                     mask=mask_m[None, :] & mask_d[:, None], other=0.0)  # Q^T (BLOCK_D, BLOCK_M)
-        do = tl.load(do_base + offs_m[:, None] * sdon + offs_d[None, :] * sdod,
-                     mask=mask_m[:, None] & mask_d[None, :], other=0.0)  # (BLOCK_M, BLOCK_D)
-        lse = tl.load(lse_base + offs_m, mask=mask_m, other=0.0)
-        delta = tl.load(delta_base + offs_m, mask=mask_m, other=0.0)
+        qt_ptrs = q_base + offs_m[None, :] * sqn + offs_d[:, None] * sqd  # Q^T (BLOCK_D, BLOCK_M)
+        do_ptrs = do_base + offs_m[:, None] * sdon + offs_d[None, :] * sdod  # (BLOCK_M, BLOCK_D)
+        if EVEN_M and HEAD_DIM == BLOCK_D:  # every query block is full: unmasked loads (as in the forward)
+            qt = tl.load(qt_ptrs)
+            do = tl.load(do_ptrs)
+        else:
+            qt = tl.load(qt_ptrs, mask=mask_m[None, :] & mask_d[:, None], other=0.0)
+            do = tl.load(do_ptrs, mask=mask_m[:, None] & mask_d[None, :], other=0.0)
+        if EVEN_M:
+            lse = tl.load(lse_base + offs_m)
+            delta = tl.load(delta_base + offs_m)
+        else:
+            lse = tl.load(lse_base + offs_m, mask=mask_m, other=0.0)
+            delta = tl.load(delta_base + offs_m, mask=mask_m, other=0.0)
         # P^T = exp2(scale*log2e * K Q^T - L): (BLOCK_N, BLOCK_D) @ (BLOCK_D, BLOCK_M) -> (BLOCK_N, BLOCK_M)
         pt = tl.math.exp2(tl.dot(k, qt, input_precision=INPUT_PRECISION) * qk_scale - lse[None, :])
         valid = mask_m[None, :] & (offs_n < N_K)[:, None]
@@ -269,6 +296,7 @@ def _attn_bwd_dq_kernel(
     BLOCK_M: tl.constexpr,  # query rows owned by this program (BLOCK_M2)
     BLOCK_N: tl.constexpr,  # keys per inner step (BLOCK_N2)
     CAUSAL: tl.constexpr,
+    EVEN_N: tl.constexpr,  # N_K % BLOCK_N == 0: no key tail (with HEAD_DIM == BLOCK_D, K/V loads are unmasked)
     INPUT_PRECISION: tl.constexpr,
 ):
     start_m = tl.program_id(0) * BLOCK_M
@@ -300,9 +328,15 @@ def _attn_bwd_dq_kernel(
     for start_n in range(0, hi, BLOCK_N):
         offs_n = start_n + offs_n0
         mask_n = offs_n < N_K
-        kv_mask = mask_n[None, :] & mask_d[:, None]
-        kt = tl.load(k_base + offs_n[None, :] * skn + offs_d[:, None] * skd, mask=kv_mask, other=0.0)  # K^T
-        vt = tl.load(v_base + offs_n[None, :] * svn + offs_d[:, None] * svd, mask=kv_mask, other=0.0)  # V^T
+        kt_ptrs = k_base + offs_n[None, :] * skn + offs_d[:, None] * skd  # K^T (BLOCK_D, BLOCK_N)
+        vt_ptrs = v_base + offs_n[None, :] * svn + offs_d[:, None] * svd  # V^T
+        if EVEN_N and HEAD_DIM == BLOCK_D:  # every key block is full: unmasked loads (as in the forward)
+            kt = tl.load(kt_ptrs)
+            vt = tl.load(vt_ptrs)
+        else:
+            kv_mask = mask_n[None, :] & mask_d[:, None]
+            kt = tl.load(kt_ptrs, mask=kv_mask, other=0.0)
+            vt = tl.load(vt_ptrs, mask=kv_mask, other=0.0)
         p = tl.math.exp2(tl.dot(q, kt, input_precision=INPUT_PRECISION) * qk_scale - lse[:, None])
         valid = mask_n[None, :]
         if CAUSAL:
@@ -318,50 +352,94 @@ def _attn_bwd_dq_kernel(
 
 
 # ----------------------------------------------------------------------------------------------- launchers
-def _fwd_config(block_d: int, dtype: torch.dtype) -> dict[str, int]:
-    """Forward tiles. Checked for sm_90 with ``kernels._aot`` (registers and spills from ptxas, shared memory).
+def _fwd_config(block_d: int, dtype: torch.dtype, precision: str = "ieee", arch: int = 90) -> dict[str, int]:
+    """Forward tiles for a head dim padded to ``block_d`` on compute capability ``arch``.
 
-    fp16/bf16 (Hopper/Ampere tensor cores, after the Triton tutorial's H100 configs): BLOCK_M = 128 query rows
-    per program at 8 warps (two warpgroups of wgmma rows); BLOCK_N = 128 keys per step for d <= 64, 64 for
-    d = 128, so S/P and the accumulator fit in ~254 registers/thread without spills. num_stages = 3 keeps three
-    K/V tiles in flight: 112 KiB (d = 64) / 128 KiB (d = 128) of shared memory of the 227 KiB per block.
-    fp32 (FMA, or TF32 MMAs when ``torch.backends.cuda.matmul.allow_tf32``): 64 x 32 tiles at 8 warps for
-    d <= 64, 32 x 32 for larger d. Strict-fp32 (no TF32) d = 128 still spills ~0.5 KiB/thread: correct but slow;
-    fp32 attention is a correctness path (no FlashAttention library supports it either).
+    Every branch is checked for sm_90 and sm_80 by the ahead-of-time resource test (tests/test_kernels_compile.py:
+    registers and spills from ptxas, shared memory); the numbers below are from it.
+    fp16/bf16 (tensor cores), after the Triton tutorial's configs: BLOCK_M = 128 query rows per program at 8
+    warps (two warpgroups of wgmma rows on Hopper), num_stages = 3 K/V tiles in flight.
+      sm_90: BLOCK_N = 128 keys per step for d <= 64, 64 for d = 128: up to 255 registers/thread, no spills;
+        112 KiB (d = 64) / 128 KiB (d = 128) of shared memory of the 227 KiB per block.
+      sm_80 (and other pre-Hopper GPUs): the same tiles spill there (16 B/thread at d = 64, 60 B at d = 128,
+        causal: mma.sync keeps more operands in registers than wgmma), so BLOCK_N = 64 / 32 (up to 232 / 192
+        registers, no spills; 48 / 64 KiB of shared memory, inside the 99 KiB of sm_86/sm_89 too). These are
+        FlashAttention-2's A100 tiles.
+    fp32 (FMA, or TF32 MMAs when ``precision == "tf32"``): 64 x 32 tiles at 8 warps for d <= 64, 32 x 32 for
+    larger d. Strict fp32 (FMA dots) at d = 128 spilled 436 B/thread causal with 2 stages (the two phases' loops
+    double the live operands); with 1 stage it has 194 registers and no spills, so strict fp32 at d > 64 is not
+    pipelined. fp32 attention is a correctness path (no FlashAttention library supports it either).
     Interpreter: 32 x 16 tiles, so small test shapes still cover several query blocks, a multi-block causal
     diagonal (BLOCK_M = 2 * BLOCK_N) and key tails.
     """
     if interpreting():
         return dict(BLOCK_M=32, BLOCK_N=16, num_warps=4, num_stages=1)
     if dtype == torch.float32:
-        return dict(BLOCK_M=64 if block_d <= 64 else 32, BLOCK_N=32, num_warps=8, num_stages=2)
-    block_n = 128 if block_d <= 64 else 64
+        if block_d <= 64:
+            return dict(BLOCK_M=64, BLOCK_N=32, num_warps=8, num_stages=2)
+        return dict(BLOCK_M=32, BLOCK_N=32, num_warps=8, num_stages=2 if precision == "tf32" else 1)
+    if arch >= 90:
+        block_n = 128 if block_d <= 64 else 64
+    else:
+        block_n = 64 if block_d <= 64 else 32
     return dict(BLOCK_M=128, BLOCK_N=block_n, num_warps=8, num_stages=3)
 
 
-def _bwd_config(block_d: int, dtype: torch.dtype) -> dict[str, int]:
+def _bwd_config(block_d: int, dtype: torch.dtype, arch: int = 90) -> dict[str, int]:
     """Backward tiles (after the Triton tutorial: BLOCK_M1=32, BLOCK_N1=128, BLOCK_M2=128, BLOCK_N2=32).
 
     The dK/dV kernel owns a tall key block (BLOCK_N1: dK and dV accumulators are 2 x BLOCK_N1 x d fp32) and
     streams narrow query blocks (BLOCK_M1 = 32); the dQ kernel is the mirror image. Narrow inner blocks keep
-    the four live (BLOCK_N1 x 32) fp32 tiles (S, P, dP, dS) in registers. fp16/bf16: 128-tall blocks at 8 warps
-    for d <= 64 (152 registers), 64-tall at 4 warps for d = 128 (247 registers, no spills). fp32: 64 x 16 at 8
-    warps (d <= 64) or 32 x 16 at 4 warps, the largest tiles without spills with and without TF32.
+    the four live (BLOCK_N1 x 32) fp32 tiles (S, P, dP, dS) in registers. Checked like the forward:
+      fp16/bf16, d <= 64: 128-tall blocks at 8 warps (sm_90 152 registers; sm_80 255, no spills).
+      fp16/bf16, d = 128: 64-tall blocks; sm_90 at 4 warps (up to 247 registers, no spills), sm_80 at 8 warps
+        (up to 223 registers; 4 warps spilled 120 B/thread there, causal).
+      fp32: 64 x 16 at 8 warps (d <= 64) or 32 x 16 at 4 warps, the largest tiles without spills on sm_90 with and
+        without TF32; on sm_80 those spilled 4 B (d <= 64) and 12 B (d = 128, strict fp32), so there d <= 64
+        uses 32 x 16 at 4 warps and d = 128 8 warps.
     """
     if interpreting():
         return dict(BLOCK_M1=16, BLOCK_N1=32, BLOCK_M2=32, BLOCK_N2=16, num_warps=4, num_stages=1)
     if dtype == torch.float32:
         if block_d <= 64:
-            return dict(BLOCK_M1=16, BLOCK_N1=64, BLOCK_M2=64, BLOCK_N2=16, num_warps=8, num_stages=2)
-        return dict(BLOCK_M1=16, BLOCK_N1=32, BLOCK_M2=32, BLOCK_N2=16, num_warps=4, num_stages=2)
+            if arch >= 90:
+                return dict(BLOCK_M1=16, BLOCK_N1=64, BLOCK_M2=64, BLOCK_N2=16, num_warps=8, num_stages=2)
+            return dict(BLOCK_M1=16, BLOCK_N1=32, BLOCK_M2=32, BLOCK_N2=16, num_warps=4, num_stages=2)
+        return dict(BLOCK_M1=16, BLOCK_N1=32, BLOCK_M2=32, BLOCK_N2=16, num_warps=4 if arch >= 90 else 8,
+                    num_stages=2)
     if block_d <= 64:
         return dict(BLOCK_M1=32, BLOCK_N1=128, BLOCK_M2=128, BLOCK_N2=32, num_warps=8, num_stages=3)
-    return dict(BLOCK_M1=32, BLOCK_N1=64, BLOCK_M2=64, BLOCK_N2=32, num_warps=4, num_stages=3)
+    return dict(BLOCK_M1=32, BLOCK_N1=64, BLOCK_M2=64, BLOCK_N2=32, num_warps=4 if arch >= 90 else 8, num_stages=3)
+
+
+def _arch() -> int:
+    return 0 if interpreting() else target_arch()
 
 
 def _precision() -> str:
     # fp32 attention follows torch's matmul flag (TF32 off by default), as cuBLAS / SDPA math does
     return dot_precision(torch.backends.cuda.matmul.allow_tf32)
+
+
+# Tile overrides for tuning experiments on a GPU (``tile_config``): merged over the launchers' choices. Read by the
+# forward when it runs; the backward gets the forward's copy through the autograd context (CUDA backward runs on
+# autograd's own thread, outside any context manager of the caller).
+_TILE_OVERRIDE: dict[str, dict[str, int]] = {}
+
+
+@contextlib.contextmanager
+def tile_config(fwd: dict[str, int] | None = None, bwd: dict[str, int] | None = None) -> Iterator[None]:
+    """Within the block, launch with these tiles merged over ``_fwd_config`` / ``_bwd_config``'s (same keys):
+    how ``archbench kernels`` times candidate tiles beside the chosen ones, so a GPU run has the numbers to tune
+    with. A benchmarking hook: not thread-safe, and any override should first pass the ahead-of-time resource
+    test (tests/test_kernels_compile.py)."""
+    global _TILE_OVERRIDE
+    saved = _TILE_OVERRIDE
+    _TILE_OVERRIDE = {"fwd": dict(fwd or {}), "bwd": dict(bwd or {})}
+    try:
+        yield
+    finally:
+        _TILE_OVERRIDE = saved
 
 
 def _attn_fwd(q, k, v, causal: bool, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -372,23 +450,24 @@ def _attn_fwd(q, k, v, causal: bool, scale: float) -> tuple[torch.Tensor, torch.
     if o.numel() == 0:
         return o, lse
     block_d = max(16, next_power_of_2(d))  # tl.dot needs K >= 16; the padded columns are masked to 0
-    cfg = _fwd_config(block_d, q.dtype)
+    precision = _precision()
+    cfg = {**_fwd_config(block_d, q.dtype, precision, _arch()), **_TILE_OVERRIDE.get("fwd", {})}
     grid = (cdiv(n_q, cfg["BLOCK_M"]), b * h)  # query blocks fastest: programs sharing a head's K/V run together
     _attn_fwd_kernel[grid](
         q, k, v, o, lse,
         *q.stride(), *k.stride(), *v.stride(), *o.stride(),
         h, n_q, n_k, scale * _LOG2E,
         HEAD_DIM=d, BLOCK_D=block_d, NUM_PHASES=2 if causal else 1, EVEN_N=n_k % cfg["BLOCK_N"] == 0,
-        INPUT_PRECISION=_precision(), **cfg,
+        INPUT_PRECISION=precision, **cfg,
     )
     return o, lse
 
 
-def _attn_bwd(do, q, k, v, o, lse, causal: bool, scale: float):
+def _attn_bwd(do, q, k, v, o, lse, causal: bool, scale: float, override: dict[str, int] | None = None):
     b, h, n_q, d = q.shape
     n_k = k.shape[2]
     block_d = max(16, next_power_of_2(d))
-    cfg = _bwd_config(block_d, q.dtype)
+    cfg = {**_bwd_config(block_d, q.dtype, _arch()), **(override or {})}
     dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
     delta = torch.empty((b * h, n_q), dtype=torch.float32, device=q.device)
     _attn_bwd_preprocess_kernel[(cdiv(n_q, cfg["BLOCK_M2"]), b * h)](
@@ -404,11 +483,11 @@ def _attn_bwd(do, q, k, v, o, lse, causal: bool, scale: float):
         assert all(a == b for a, b, n in zip(grad.stride(), t.stride(), t.shape, strict=True) if n > 1)
     _attn_bwd_dkdv_kernel[(cdiv(n_k, cfg["BLOCK_N1"]), b * h)](
         q, k, v, do, lse, delta, dk, dv, *strides, h, n_q, n_k, scale, scale * _LOG2E,
-        BLOCK_M=cfg["BLOCK_M1"], BLOCK_N=cfg["BLOCK_N1"], **common,
+        BLOCK_M=cfg["BLOCK_M1"], BLOCK_N=cfg["BLOCK_N1"], EVEN_M=n_q % cfg["BLOCK_M1"] == 0, **common,
     )
     _attn_bwd_dq_kernel[(cdiv(n_q, cfg["BLOCK_M2"]), b * h)](
         q, k, v, do, lse, delta, dq, *strides, h, n_q, n_k, scale, scale * _LOG2E,
-        BLOCK_M=cfg["BLOCK_M2"], BLOCK_N=cfg["BLOCK_N2"], **common,
+        BLOCK_M=cfg["BLOCK_M2"], BLOCK_N=cfg["BLOCK_N2"], EVEN_N=n_k % cfg["BLOCK_N2"] == 0, **common,
     )
     return dq, dk, dv
 
@@ -418,13 +497,13 @@ class _AttentionFunction(torch.autograd.Function):
     def forward(ctx, q, k, v, causal: bool, scale: float):
         o, lse = _attn_fwd(q, k, v, causal, scale)
         ctx.save_for_backward(q, k, v, o, lse)
-        ctx.causal, ctx.scale = causal, scale
+        ctx.causal, ctx.scale, ctx.bwd_tiles = causal, scale, _TILE_OVERRIDE.get("bwd")
         return o
 
     @staticmethod
     def backward(ctx, do):
         q, k, v, o, lse = ctx.saved_tensors
-        dq, dk, dv = _attn_bwd(_dense(do), q, k, v, o, lse, ctx.causal, ctx.scale)
+        dq, dk, dv = _attn_bwd(_dense(do), q, k, v, o, lse, ctx.causal, ctx.scale, ctx.bwd_tiles)
         return dq, dk, dv, None, None
 
 

@@ -38,6 +38,7 @@ reference (CPU models built with fused=True still run).
 
 from __future__ import annotations
 
+import weakref
 from typing import TYPE_CHECKING
 
 import torch
@@ -244,7 +245,7 @@ def _conv_bn_act_kernel(
 
 
 # ----------------------------------------------------------------------------------------------- launcher
-def _conv_config(m: int, c: int, k: int, dtype: torch.dtype) -> dict[str, int]:
+def _conv_config(m: int, c: int, k: int, dtype: torch.dtype, precision: str = "tf32") -> dict[str, int]:
     """Tile sizes and launch parameters.
 
     GPU (tuned for Hopper/Ampere tensor cores, no autotuning so the choice is reproducible and visible):
@@ -256,6 +257,10 @@ def _conv_config(m: int, c: int, k: int, dtype: torch.dtype) -> dict[str, int]:
       num_warps = 8 for 128x128 tiles (two warpgroups), 4 otherwise.
       num_stages = 3: three A+B tiles in flight; 3 * (128*64 + 64*128) * 2 B = 96 KiB of shared memory for
                 fp16 (fp32: 3 * (128*32 + 32*128) * 4 B = 96 KiB), well inside the 227 KiB per block on H100.
+    Strict fp32 (``precision == "ieee"``, torch.backends.cudnn.allow_tf32 off: FMA dots, not tensor cores) holds
+      more operands in registers: at 4 warps the 128 x 64 tile spilled 44 B/thread on sm_80 and the 7x7 stem 24 B
+      on sm_90, and 3 stages still spilled the stem on sm_80 at 8 warps; 8 warps and 2 stages have no spills on
+      either (ahead-of-time resource test, tests/test_kernels_compile.py). A correctness path, like fp32 attention.
     Interpreter: every program instance costs ~1 ms of Python, so small tiles that still exercise multi-block
       grids, the tail masks and the multi-step reduction on tiny test shapes.
     """
@@ -265,8 +270,35 @@ def _conv_config(m: int, c: int, k: int, dtype: torch.dtype) -> dict[str, int]:
     max_k = 32 if dtype == torch.float32 else 64
     block_k = min(max_k, max(16, 1 << (c - 1).bit_length()))
     block_m = 128 if m >= 128 else 64
+    if dtype == torch.float32 and precision == "ieee":
+        return dict(BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, num_warps=8, num_stages=2)
     num_warps = 8 if block_m * block_n >= 128 * 128 else 4
     return dict(BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, num_warps=num_warps, num_stages=3)
+
+
+# Packed weights by weight tensor: (weakref to w, w's version counter, packed). A model calls conv_bn_act with the
+# same (folded) weight tensor every time; packing it once saves a cast + permute + copy kernel per call. An entry
+# is used only while its tensor is alive (the weakref) and unmodified in place (the version counter).
+_PACKED: dict[tuple[int, torch.dtype], tuple[weakref.ref, int, torch.Tensor]] = {}
+_PACKED_MAX = 256
+
+
+def _packed_weight(w: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """(K, C, KH, KW) -> (KH, KW, C, K) contiguous in ``dtype``, cached per live, unmodified weight tensor.
+
+    The reduction index r = (kh*KW + kw)*C + c then walks rows of a row-major (R, K) matrix, so each B tile load
+    is contiguous along the output channels."""
+    key = (id(w), dtype)
+    hit = _PACKED.get(key)
+    if hit is not None and hit[0]() is w and hit[1] == w._version:
+        return hit[2]
+    packed = w.detach().to(dtype).permute(2, 3, 1, 0).contiguous()
+    if len(_PACKED) >= _PACKED_MAX:  # drop entries of dead tensors, else the oldest
+        dead = [k for k, v in _PACKED.items() if v[0]() is None]
+        for k in dead or [next(iter(_PACKED))]:
+            del _PACKED[k]
+    _PACKED[key] = (weakref.ref(w), w._version, packed)
+    return packed
 
 
 def _conv_bn_act_triton(x, w, b, stride, padding, dilation, act) -> torch.Tensor:
@@ -287,20 +319,18 @@ def _conv_bn_act_triton(x, w, b, stride, padding, dilation, act) -> torch.Tensor
     m = n * oh * ow
     if m == 0 or k == 0:
         return y
-    # (K, C, KH, KW) -> (KH, KW, C, K): the reduction index r = (kh*KW + kw)*C + c walks rows of a
-    # row-major (R, K) matrix, so each B tile load is contiguous along the output channels.
-    wt = w.to(x.dtype).permute(2, 3, 1, 0).contiguous()
+    wt = _packed_weight(w, x.dtype)
     bias = b.float().contiguous() if b is not None else wt  # dummy pointer when HAS_BIAS is False
-    cfg = _conv_config(m, c, k, x.dtype)
+    # fp32 convs follow torch's cuDNN flag (TF32 allowed by default), so the comparison with eager is fair
+    precision = dot_precision(torch.backends.cudnn.allow_tf32)
+    cfg = _conv_config(m, c, k, x.dtype, precision)
     grid = (cdiv(m, cfg["BLOCK_M"]) * cdiv(k, cfg["BLOCK_N"]),)
     _conv_bn_act_kernel[grid](
         x, wt, bias, y,
         m, c, h, wd, k, oh, ow,
         *x.stride(), *y.stride(),
         sh, sw, ph, pw, dh, dw,
-        KH=kh, KW=kw, ACT=act or "none", HAS_BIAS=b is not None,
-        # fp32 convs follow torch's cuDNN flag (TF32 allowed by default), so the comparison with eager is fair
-        INPUT_PRECISION=dot_precision(torch.backends.cudnn.allow_tf32),
+        KH=kh, KW=kw, ACT=act or "none", HAS_BIAS=b is not None, INPUT_PRECISION=precision,
         **cfg,
     )
     return y

@@ -16,8 +16,17 @@ Sources: Zhang & Sennrich 2019, "Root Mean Square Layer Normalization" (arXiv:19
 (one row per program, the whole row in registers, per-program partial dW summed afterwards) follows the Triton
 layer-norm tutorial (python/tutorials/05-layer-norm.py) and Liger-Kernel's ``rms_norm.py``.
 
-Limits of the Triton path: the whole row lives in one block, so N <= 65536 (``MAX_FUSED_SIZE``); N need not be a
-power of two (the block is padded to the next power of two and masked). Larger N raises ``ValueError``.
+Two layouts, picked by the launchers from the row size (``_fwd_launch`` / ``_bwd_launch``):
+
+- whole row: the row lives in one program's registers (padded to the next power of two and masked) and x is
+  read from memory once; used while that fits in registers without spills;
+- chunked: the program loops over the row in ``BLOCK_N``-element column chunks, twice -- pass 1 reduces (sum of
+  x^2 forward, sum of dy*w*x backward), pass 2 re-reads the row (just read: expected from L1/L2, not DRAM; no GPU
+  has measured it yet) and writes y or dx. The backward's per-program dW partial then cannot stay in registers either: pass 2 adds each row's
+  dy*x*r into the program's own fp32 row of the partial buffer (read-modify-write, L2-resident).
+
+Limits of the Triton path: N <= 65536 (``MAX_FUSED_SIZE``, the largest size checked by the ahead-of-time resource
+test, tests/test_kernels_compile.py); N need not be a power of two. Larger N raises ``ValueError``.
 
 Dispatch: see ``kernels._common`` -- Triton on CUDA tensors or under ``TRITON_INTERPRET=1``, otherwise the torch
 reference (so CPU models built with fused kernels still run, differentiably, through plain torch).
@@ -37,9 +46,7 @@ if TYPE_CHECKING:  # bound for real at the first launch (kernels/_common.py: tri
 
 __all__ = ["RMSNorm", "rms_norm", "rms_norm_reference", "rms_norm_bytes", "MAX_FUSED_SIZE"]
 
-# The whole row lives in one program's registers: at 64 Ki elements and 32 warps that is 64 fp32 values per
-# thread for x alone, the hardware's per-thread budget at 1024 threads (it already spills; see _block_and_warps).
-MAX_FUSED_SIZE = 65536
+MAX_FUSED_SIZE = 65536  # largest hidden size the kernels accept (checked for spills on sm_80 / sm_90)
 _SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
@@ -112,22 +119,124 @@ def _rms_norm_bwd_kernel(
     tl.store(DW_PARTIAL + pid * N + cols, dw_acc, mask=mask)
 
 
+@lazy_jit
+def _rms_norm_fwd_chunked_kernel(
+    X, W, Y, RSTD, stride_x, stride_y, N, eps,
+    BLOCK_N: tl.constexpr,  # columns per chunk; the row is covered by cdiv(N, BLOCK_N) chunks
+):
+    row = tl.program_id(0).to(tl.int64)
+    cols = tl.arange(0, BLOCK_N)
+    x_row = X + row * stride_x
+    y_row = Y + row * stride_y
+    # pass 1: sum of squares, accumulated per lane and reduced once at the end
+    acc = tl.zeros([BLOCK_N], dtype=tl.float32)
+    for start in range(0, N, BLOCK_N):
+        mask = start + cols < N
+        x = tl.load(x_row + start + cols, mask=mask, other=0.0).to(tl.float32)
+        acc += x * x
+    rstd = 1.0 / tl.sqrt(tl.sum(acc, axis=0) / N + eps)
+    tl.store(RSTD + row, rstd)
+    # pass 2: the row was just read, so these loads should hit L1/L2 rather than DRAM (not yet measured on a GPU)
+    for start in range(0, N, BLOCK_N):
+        mask = start + cols < N
+        x = tl.load(x_row + start + cols, mask=mask, other=0.0).to(tl.float32)
+        w = tl.load(W + start + cols, mask=mask, other=0.0).to(tl.float32)
+        tl.store(y_row + start + cols, (x * rstd * w).to(Y.dtype.element_ty), mask=mask)
+
+
+@lazy_jit
+def _rms_norm_bwd_chunked_kernel(
+    DY, X, W, RSTD, DX, DW_PARTIAL,  # DW_PARTIAL: (num_programs, N) fp32, zero-initialised by the launcher
+    stride_dy, stride_x, stride_dx,
+    M, N, rows_per_program,
+    BLOCK_N: tl.constexpr,  # columns per chunk
+):
+    pid = tl.program_id(0).to(tl.int64)
+    row_start = pid * rows_per_program
+    row_end = tl.minimum(row_start + rows_per_program, M)
+    cols = tl.arange(0, BLOCK_N)
+    dw_row = DW_PARTIAL + pid * N  # this program's own partial: no other program touches it
+    for row in range(row_start, row_end):
+        x_row = X + row * stride_x
+        dy_row = DY + row * stride_dy
+        rstd = tl.load(RSTD + row)
+        # pass 1: c = mean(dy * w * x) over the whole row
+        acc = tl.zeros([BLOCK_N], dtype=tl.float32)
+        for start in range(0, N, BLOCK_N):
+            mask = start + cols < N
+            x = tl.load(x_row + start + cols, mask=mask, other=0.0).to(tl.float32)
+            dy = tl.load(dy_row + start + cols, mask=mask, other=0.0).to(tl.float32)
+            w = tl.load(W + start + cols, mask=mask, other=0.0).to(tl.float32)
+            acc += dy * w * x
+        c = tl.sum(acc, axis=0) / N
+        # pass 2: dx per chunk (x, dy re-read from cache) and dW += dy * x * r into this program's partial row.
+        # The same program (same layout, so the same thread per element) stores and later re-loads each
+        # element of dw_row: no other thread's write is read, no barrier needed.
+        for start in range(0, N, BLOCK_N):
+            mask = start + cols < N
+            x = tl.load(x_row + start + cols, mask=mask, other=0.0).to(tl.float32)
+            dy = tl.load(dy_row + start + cols, mask=mask, other=0.0).to(tl.float32)
+            w = tl.load(W + start + cols, mask=mask, other=0.0).to(tl.float32)
+            dx = rstd * (dy * w - x * (rstd * rstd * c))
+            tl.store(DX + row * stride_dx + start + cols, dx.to(DX.dtype.element_ty), mask=mask)
+            dw = tl.load(dw_row + start + cols, mask=mask, other=0.0)
+            tl.store(dw_row + start + cols, dw + dy * x * rstd, mask=mask)
+
+
 # ----------------------------------------------------------------------------------------------- launchers
+# Whole-row limits, from ptxas's register and spill counts for sm_90 and sm_80 (kernels._aot; the ahead-of-time
+# resource test in tests/test_kernels_compile.py checks every configuration below at N = MAX_FUSED_SIZE):
+#   forward, whole row at 32 warps: no spills up to 64 KiB of x per row (N = 16384 fp32, 32768 fp16/bf16);
+#     N = 32768 fp32 spilled 32 B/thread, N = 65536 bf16 420 B/thread.
+#   backward, whole row: x, dy, w and the dW accumulator are live across the row loop: no spills up to N = 8192;
+#     N = 16384 spilled 80 B/thread (bf16) and 104 B (fp32), 32768 540 B (bf16): a 1024-thread block is capped
+#     at 64 registers/thread, and reloading w per row was not enough (still 56 B at 16384).
+# Beyond them the chunked kernels run: pass 2 re-reads the row from L1/L2 instead of keeping it in registers.
+_FWD_WHOLE_ROW_BYTES = 64 * 1024
+_BWD_WHOLE_ROW = 8192
+# Chunked kernels: 8192 columns per chunk. Forward at 16 warps (16 elements per thread, 32-40 registers). Backward
+# at 32 warps (8 per thread; 50-61 registers): at 16 warps ptxas held fp16 to 64 registers on sm_90 and spilled
+# 20 B/thread; at 32 warps one 1024-thread program per SM runs, as for the whole-row backward at N = 8192.
+# Not tuned: no GPU timing has compared chunk sizes or warp counts yet.
+_CHUNK, _FWD_CHUNK_WARPS, _BWD_CHUNK_WARPS = 8192, 16, 32
+# Under the interpreter (numpy, ~1 ms per program) the thresholds shrink, so small test rows (N = 1000) take the
+# chunked path and several chunks with a masked tail, while N <= 256 keeps the whole-row path.
+_INTERPRETER_WHOLE_ROW, _INTERPRETER_CHUNK = 256, 128
+
+
 def _block_and_warps(n: int, backward: bool = False) -> tuple[int, int]:
-    """BLOCK_N and num_warps for a row of n elements.
+    """BLOCK_N and num_warps of the whole-row kernels for a row of n elements.
 
     BLOCK_N: the next power of two >= n (tl.arange needs a power of two); the tail is masked.
     num_warps: one warp per 512 row elements forward (per 256 backward, which keeps x, dy, w and the dW
     accumulator live), clamped to [4, 32], so each thread holds ~16 elements per array and loads stay 16-byte
-    vectorized. Checked on sm_90 with ``kernels._aot``: no register spills forward up to N = 16384 (32768 for
-    bf16) and backward up to 8192. Beyond that a 1024-thread block is capped at 64 registers/thread and spills to
-    local memory (L1-cached): still correct, slower; a two-pass kernel that loops over column blocks would fix it.
+    vectorized.
     """
     if n > MAX_FUSED_SIZE:
         raise ValueError(f"rms_norm: hidden size {n} > {MAX_FUSED_SIZE} is not supported by the fused kernel")
     block = next_power_of_2(n)
     per_warp = 256 if backward else 512
     return block, max(4, min(32, block // per_warp))
+
+
+def _fwd_launch(n: int, element_size: int) -> tuple[int, int, bool]:
+    """(BLOCK_N, num_warps, chunked) of the forward for rows of n elements of ``element_size`` bytes."""
+    block, num_warps = _block_and_warps(n)
+    if interpreting():
+        return (block, num_warps, False) if block <= _INTERPRETER_WHOLE_ROW else (_INTERPRETER_CHUNK, 4, True)
+    if block * element_size <= _FWD_WHOLE_ROW_BYTES:
+        return block, num_warps, False
+    return _CHUNK, _FWD_CHUNK_WARPS, True
+
+
+def _bwd_launch(n: int) -> tuple[int, int, bool]:
+    """(BLOCK_N, num_warps, chunked) of the backward for rows of n elements."""
+    block, num_warps = _block_and_warps(n, backward=True)
+    if interpreting():
+        return (block, num_warps, False) if block <= _INTERPRETER_WHOLE_ROW else (_INTERPRETER_CHUNK, 4, True)
+    if block <= _BWD_WHOLE_ROW:
+        return block, num_warps, False
+    return _CHUNK, _BWD_CHUNK_WARPS, True
 
 
 def _as_rows(t: torch.Tensor, n: int) -> torch.Tensor:
@@ -145,11 +254,10 @@ def _rms_norm_fwd(x: torch.Tensor, weight: torch.Tensor, eps: float) -> tuple[to
     rstd = torch.empty((m,), dtype=torch.float32, device=x.device)
     if m == 0:
         return y, rstd
-    block, num_warps = _block_and_warps(n)
+    block, num_warps, chunked = _fwd_launch(n, x.element_size())
+    kernel = _rms_norm_fwd_chunked_kernel if chunked else _rms_norm_fwd_kernel
     # one program per row: rows are independent and M (tokens) is usually >> number of SMs
-    _rms_norm_fwd_kernel[(m,)](
-        x2, weight, y, rstd, x2.stride(0), y.stride(0), n, eps, BLOCK_N=block, num_warps=num_warps
-    )
+    kernel[(m,)](x2, weight, y, rstd, x2.stride(0), y.stride(0), n, eps, BLOCK_N=block, num_warps=num_warps)
     return y, rstd
 
 
@@ -161,7 +269,7 @@ def _rms_norm_bwd(
     dx = torch.empty_like(x2)
     if m == 0:
         return dx, torch.zeros_like(weight)
-    block, num_warps = _block_and_warps(n, backward=True)
+    block, num_warps, chunked = _bwd_launch(n)
     # Grid: two programs per SM (persistent-style) so each keeps a long dW accumulation in registers, the
     # (programs, N) partial buffer stays small, and where registers allow two blocks per SM one's loads overlap
     # the other's math. Under the interpreter every program costs ~1 ms of Python, so
@@ -172,8 +280,10 @@ def _rms_norm_bwd(
         programs = min(m, 2 * torch.cuda.get_device_properties(x2.device).multi_processor_count)
     rows_per_program = cdiv(m, programs)
     programs = cdiv(m, rows_per_program)
-    dw_partial = torch.empty((programs, n), dtype=torch.float32, device=x2.device)
-    _rms_norm_bwd_kernel[(programs,)](
+    # the chunked kernel adds into its partial row (read-modify-write), so it starts from zeros
+    dw_partial = (torch.zeros if chunked else torch.empty)((programs, n), dtype=torch.float32, device=x2.device)
+    kernel = _rms_norm_bwd_chunked_kernel if chunked else _rms_norm_bwd_kernel
+    kernel[(programs,)](
         dy2, x2, weight, rstd, dx, dw_partial,
         dy2.stride(0), x2.stride(0), dx.stride(0),
         m, n, rows_per_program,

@@ -37,7 +37,8 @@ from archbench.kernels.rms_norm import RMSNorm, rms_norm, rms_norm_reference
 
 HAS_CUDA = torch.cuda.is_available()
 DEVICE = "cuda" if HAS_CUDA else "cpu"
-needs_cuda = pytest.mark.skipif(not HAS_CUDA, reason="bf16 arithmetic needs a CUDA GPU (the interpreter lacks it)")
+needs_cuda = [pytest.mark.skipif(not HAS_CUDA, reason="bf16 arithmetic needs a CUDA GPU (the interpreter lacks it)"),
+              pytest.mark.gpu]
 ROOT = Path(__file__).resolve().parents[1]
 needs_triton = pytest.mark.skipif(not _common.HAS_TRITON, reason="triton is not installed")
 
@@ -94,7 +95,10 @@ def _check(actual: torch.Tensor, expected: torch.Tensor, atol: float, rtol: floa
 
 
 # ----------------------------------------------------------------------------------------------- RMSNorm
-RMS_SHAPES = [(5, 123), (2, 3, 77), (3, 1000), (1, 1), (4, 256)]
+# Under the interpreter rows of N <= 256 take the whole-row kernels and larger ones the chunked kernels (128-column
+# chunks); natively the chunked path starts at N > 8192 backward and > 64 KiB of x per row forward, which 17000
+# reaches in both directions (fp32), with a masked tail chunk.
+RMS_SHAPES = [(5, 123), (2, 3, 77), (3, 1000), (1, 1), (4, 256), (1, 17000)]
 
 
 @pytest.mark.parametrize("shape", RMS_SHAPES, ids=lambda s: "x".join(map(str, s)))
@@ -218,6 +222,23 @@ def test_conv_bn_act_errors():
         conv_bn_act(x, torch.randn(2, 2, 1, 1, device=DEVICE), None)
 
 
+def test_conv_bn_act_packs_weights_once_and_sees_in_place_updates():
+    """The (KH, KW, C, K) weight layout is built once per weight tensor, and again after an in-place update."""
+    from archbench.kernels import conv_bn_relu as conv_mod
+
+    x = _rand(1, 4, 6, 7, dtype=torch.float32, seed=18)
+    w = _rand(5, 4, 3, 3, dtype=torch.float32, seed=19)
+    with torch.no_grad():
+        y = conv_bn_act(x, w, None, padding=1)
+        packed = conv_mod._packed_weight(w, x.dtype)
+        assert conv_mod._packed_weight(w, x.dtype) is packed, "same weight tensor: packed once"
+        w.mul_(-0.5)  # in place: the version counter moves, the cache must not serve the old layout
+        y2 = conv_bn_act(x, w, None, padding=1)
+        assert conv_mod._packed_weight(w, x.dtype) is not packed
+    _check(y, conv_bn_act_reference(x, w / -0.5, None, padding=1), 1e-4, 1e-4, "before the in-place update")
+    _check(y2, conv_bn_act_reference(x, w, None, padding=1), 1e-4, 1e-4, "after the in-place update")
+
+
 def test_conv_bn_act_with_grad_uses_differentiable_reference():
     x = _rand(1, 3, 6, 6, dtype=torch.float32, seed=16, requires_grad=True)
     w = _rand(4, 3, 3, 3, dtype=torch.float32, seed=17)
@@ -235,6 +256,12 @@ ATTN_CASES = [
     (1, 1, 45, 20, 128, True),  # causal with N_q > N_k (top-left aligned, like SDPA is_causal)
     (1, 1, 33, 33, 48, True),  # head dim padded 48 -> 64 and masked
     (1, 1, 1, 17, 16, False),  # a single query (decode-like)
+    # Even sizes (N a multiple of every block: unmasked K/V and Q/dO loads) and N > 128, so that natively too
+    # (BLOCK_M = 128) causal query blocks have off-diagonal key blocks (causal phase 0), as the interpreter's
+    # 32-row blocks already do at N = 37.
+    (1, 1, 256, 256, 64, True),
+    (1, 1, 256, 256, 128, False),
+    (1, 1, 200, 256, 128, True),  # even keys, odd queries: EVEN_N forward and dQ, not EVEN_M in dK/dV
 ]
 
 

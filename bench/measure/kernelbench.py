@@ -1,22 +1,28 @@
 """``archbench kernels``: microbenchmarks of the fused Triton kernels against PyTorch, with correctness checks.
 
-On a CUDA GPU, for each kernel over a shape sweep it times
+On a CUDA GPU, for each kernel over a shape sweep (defaults, ``--shapes``, or ``--review``'s targets), forward
+and forward+backward in one run, it times
 
     rms_norm     triton | eager (fp32 reference) | eager F.rms_norm | torch.compile(reference)
-    conv_bn_act  triton (BN folded) | eager conv->BN->ReLU | eager folded conv+bias->ReLU | torch.compile(unfused)
+    conv_bn_act  triton (BN folded) | eager conv->BN->ReLU | eager folded conv+bias->ReLU | cuDNN conv alone |
+                 torch.compile(unfused)                                   (cuDNN with torch.backends.cudnn.benchmark)
     attention    triton | eager (explicit fp32 softmax) | torch.compile(eager) | SDPA flash / efficient / cudnn /
                  math, each forced with torch.nn.attention.sdpa_kernel (an unavailable backend is a skipped row)
 
-and reports the median time (CUDA events around each call, after warm-up, L2 flushed before each call, random
-non-zero inputs), GB/s or TFLOP/s with the formula beside it, % of the device's peak measured in the same run
-(archbench.bench.measure.peaks: copy bandwidth of a large ``dst.copy_(src)``; matmul TFLOP/s of a large square
-matmul in the run's dtype, bf16 for an fp32 run), and each output's max abs error against the fp32 reference.
-Output: a table on stdout; ``--out DIR`` writes kernels.csv and kernels.json (rows plus environment: GPU,
-torch, triton, CUDA versions, measured peaks).
+in interleaved rounds (archbench.bench.measure.kernelbench_sweep: CUDA events around each call, L2 flushed before
+each call, random non-zero inputs) and reports the median with a 95% interval, GB/s or TFLOP/s with the formula,
+% of the device's peak measured in the same run (archbench.bench.measure.peaks: copy bandwidth of a large
+``dst.copy_(src)``; matmul TFLOP/s of a large square matmul in the run's dtype, bf16 for an fp32 run), triton's
+speed-up over each baseline (paired per round, with its interval) and each output's max abs error against the
+fp32 reference. ``--budget-s`` bounds the whole sweep (blocks shrink, then torch.compile baselines and finally
+benches are skipped, each with the reason). Output: a table on stdout; ``--out DIR`` writes kernels.md,
+kernels.csv and kernels.json (rows plus environment: GPU, driver, torch, triton, CUDA, cuDNN versions, peaks).
 
 Without a GPU it re-runs itself in a subprocess with TRITON_INTERPRET=1 (Triton fixes the interpreter mode
 when it is first imported, so the variable must be set before that) and runs each kernel's correctness checks
-on small odd shapes under the interpreter. Timings there mean nothing, and it says so.
+on small odd shapes (or ``--shapes``) under the interpreter. Timings there mean nothing, and it says so.
+``--device cpu`` instead runs the GPU path's timing plumbing on the CPU, where the "triton" rows are the kernels'
+torch fallbacks: a check of the harness, not of the kernels.
 
 Exit status: 0 when every Triton row is ok, 1 when one of ours failed or mismatched (baseline failures are
 recorded, not fatal), 2 for a usage or environment error (one line on stderr).
@@ -24,41 +30,57 @@ recorded, not fatal), 2 for a usage or environment error (one line on stderr).
 This module is the CLI wiring: ``add_arguments(parser)`` then ``run(args) -> int``; run directly with
 ``python -m archbench.bench.measure.kernelbench [--quick]``. The parts, for library use:
 
-    kernelbench_cases   the benches per kernel: shapes, implementations, work and formula (Work, Bench, BENCHES)
-    kernelbench_sweep   checking and timing them into Rows (measure_bench, run_sweep, TOLERANCE)
+    kernelbench_cases   shapes (defaults, review, --shapes parsing), the benches and their work (plan, build_bench)
+    kernelbench_sweep   checking and timing them into Rows (measure_bench, run_sweep, TimeBudget)
     kernelbench_checks  the interpreter correctness checks (interpreter_checks, CheckRow)
-    kernelbench_output  environment block, tables, kernels.csv / kernels.json
+    kernelbench_output  environment block, tables, kernels.md / kernels.csv / kernels.json
     peaks               the timers and the device's measured peaks (shared with the roofline)
+    kernel_review       the one-command GPU review: native tests, this review, targets, results/kernels/
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
 import subprocess
 import sys
-from collections.abc import Sequence
+import time
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from archbench.bench.measure.kernelbench_cases import KERNELS
+from archbench.bench.measure.kernelbench_cases import KERNELS, SHAPE_SYNTAX, format_shape
 
 DTYPES = ("bf16", "fp16", "fp32")
+REVIEW_BUDGET_S = 420.0  # --review's default budget: the sweep plus peaks and start-up inside ~8 minutes
 NO_GPU_NOTICE = (
     "NOTE: no CUDA GPU here. These are correctness checks of the Triton kernels under the Triton interpreter "
     "(TRITON_INTERPRET=1, numpy on the CPU, in a subprocess). Timings on this machine mean nothing; run "
     "`archbench kernels` on a GPU to benchmark."
 )
+CPU_TIMING_NOTICE = (
+    "NOTE: --device cpu times the harness on the CPU: the \"triton\" rows are the kernels' torch fallbacks (Triton "
+    "runs on CUDA only), so these numbers say nothing about the kernels. It checks the plumbing: shapes, rounds, "
+    "speed-ups, budget, outputs."
+)
 
 EPILOG = """examples:
   archbench kernels --quick                       short sweep (on a GPU); interpreter correctness checks on CPU
-  archbench kernels --kernels attention --backward --out results/kernels
-  archbench kernels --dtype fp16 --no-compile
+  archbench kernels --review --out results/kernels  issue 20's target shapes, fwd and fwd+bwd, in ~7 minutes
+  archbench kernels --shapes attention=4x32x8192x128,4x32x8192x128:causal --direction fwd
+  archbench kernels --shapes rms_norm=16384x4096 conv_bn_act=8x64x56x56x64x3 --budget-s 120
+  archbench kernels --review --plan               list what would be measured, and exit
+
+shapes (--shapes KERNEL=SHAPE[,SHAPE...] ...; only the named kernels run unless --kernels says otherwise):
+""" + "\n".join(f"  {k:<12} {v}" for k, v in SHAPE_SYNTAX.items()) + """
 
 On a machine without a CUDA GPU the kernels run under the Triton interpreter for correctness only:
-timings there mean nothing. exit codes: 0 ok, 1 a Triton kernel failed or mismatched, 2 bad input"""
+timings there mean nothing. The whole GPU review (native tests, this review, targets, results/kernels/) is one
+command: python -m archbench.bench.measure.kernel_review
+exit codes: 0 ok, 1 a Triton kernel failed or mismatched, 2 bad input"""
 
 
 class KernelBenchError(Exception):
@@ -67,30 +89,94 @@ class KernelBenchError(Exception):
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``archbench kernels`` (the lead's CLI calls this, then ``run``)."""
-    parser.add_argument("--kernels", nargs="+", choices=KERNELS, default=list(KERNELS), metavar="NAME",
-                        help=f"kernels to benchmark (default: all of {', '.join(KERNELS)})")
-    parser.add_argument("--quick", action="store_true", help="a short sweep (two or four shapes per kernel)")
+    parser.add_argument("--kernels", nargs="+", choices=KERNELS, default=None, metavar="NAME",
+                        help=f"kernels to benchmark (default: those named by --shapes, else all of "
+                             f"{', '.join(KERNELS)})")
+    parser.add_argument("--shapes", action="extend", nargs="+", default=[], metavar="KERNEL=SHAPE[,SHAPE...]",
+                        help="shapes instead of a kernel's default sweep, e.g. rms_norm=16384x4096,2048x16384 "
+                             "attention=4x32x8192x128:causal (syntax per kernel below)")
+    parser.add_argument("--quick", action="store_true", help="a short sweep (two shapes per kernel)")
+    parser.add_argument("--review", action="store_true",
+                        help="issue 20's target shapes (attention d128 bf16 first, then RMSNorm, conv at batch 1-32) "
+                             f"with --budget-s {REVIEW_BUDGET_S:g} unless given")
     parser.add_argument("--dtype", choices=DTYPES, default="bf16",
                         help="input dtype on a GPU (default bf16; fp32 convs use TF32 as cuDNN does)")
-    parser.add_argument("--backward", action="store_true",
-                        help="time forward+backward for rms_norm and attention (conv_bn_act is inference-only)")
+    parser.add_argument("--direction", choices=("fwd", "fwd+bwd", "both"), default="both",
+                        help="time the forward, forward+backward, or both in one run (default); conv_bn_act is "
+                             "inference-only and always forward")
+    parser.add_argument("--backward", action="store_const", const="fwd+bwd", dest="direction",
+                        help="same as --direction fwd+bwd")
     parser.add_argument("--no-compile", dest="compile", action="store_false",
                         help="skip the torch.compile baselines (they add compile time per shape)")
     parser.add_argument("--warmup", type=int, default=10, help="untimed calls before timing (default 10)")
-    parser.add_argument("--repeats", type=int, default=50, help="timed calls per row (default 50)")
-    parser.add_argument("--out", type=Path, default=None, metavar="DIR", help="write kernels.csv and kernels.json")
+    parser.add_argument("--repeats", type=int, default=60,
+                        help="timed calls per row, split over the rounds (default 60; fewer when a budget says so)")
+    parser.add_argument("--rounds", type=int, default=6,
+                        help="interleaved rounds per bench (default 6, the fewest for a 95%% interval)")
+    parser.add_argument("--budget-s", type=float, default=None, metavar="SECONDS",
+                        help="wall-clock budget of the sweep (default: none; --review: "
+                             f"{REVIEW_BUDGET_S:g})")
+    parser.add_argument("--device", choices=("auto", "cuda", "cpu"), default="auto",
+                        help="auto (default): benchmark on CUDA, else interpreter checks; cpu: time the harness "
+                             "on the CPU (the triton rows are torch fallbacks: plumbing only)")
+    parser.add_argument("--plan", action="store_true", help="print the benches that would run, then exit")
+    parser.add_argument("--out", type=Path, default=None, metavar="DIR",
+                        help="write kernels.md, kernels.csv and kernels.json")
+
+
+@dataclasses.dataclass(frozen=True)
+class RunSpec:
+    """What ``archbench kernels`` measures, from its arguments."""
+
+    kernels: tuple[str, ...]
+    shapes: dict[str, list[tuple]]
+    quick: bool
+    directions: tuple[str, ...]
+    budget_s: float | None
+
+
+def run_spec(args: argparse.Namespace) -> RunSpec:
+    """Parse and validate the arguments into a RunSpec; KernelBenchError on bad input."""
+    from archbench.bench.measure.kernelbench_cases import REVIEW_SHAPES, ShapeError, parse_shapes
+
+    if args.warmup < 0 or args.repeats < 1 or args.rounds < 1:
+        raise KernelBenchError(f"--warmup must be >= 0, --repeats and --rounds >= 1 (got {args.warmup}, "
+                               f"{args.repeats}, {args.rounds})")
+    if args.budget_s is not None and args.budget_s <= 0:
+        raise KernelBenchError(f"--budget-s must be > 0 (got {args.budget_s:g})")
+    try:
+        shapes = parse_shapes(args.shapes)
+    except ShapeError as exc:
+        raise KernelBenchError(str(exc)) from exc
+    if args.review:
+        shapes = {**{k: list(v) for k, v in REVIEW_SHAPES.items()}, **shapes}
+    kernels = args.kernels or (list(dict.fromkeys(shapes)) if args.shapes else
+                               list(REVIEW_SHAPES) if args.review else list(KERNELS))
+    unused = [k for k in shapes if k not in kernels and not args.review]
+    if unused:
+        raise KernelBenchError(f"--shapes names {', '.join(unused)}, not in --kernels {' '.join(kernels)}")
+    directions = ("fwd", "fwd+bwd") if args.direction == "both" else (args.direction,)
+    budget = args.budget_s if args.budget_s is not None else (REVIEW_BUDGET_S if args.review else None)
+    return RunSpec(tuple(kernels), shapes, args.quick, directions, budget)
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run the benchmark (GPU) or the interpreter correctness checks (no GPU); returns the exit status."""
+    """Run the benchmark (GPU), the interpreter correctness checks (no GPU) or ``--plan``; the exit status."""
     try:
-        if args.warmup < 0 or args.repeats < 1:
-            raise KernelBenchError(f"--warmup must be >= 0 and --repeats >= 1 (got {args.warmup}, {args.repeats})")
+        spec = run_spec(args)
+        if args.plan:
+            print(format_plan(spec))
+            return 0
         import torch
 
-        if torch.cuda.is_available():
-            return _run_gpu(args)
-        return _run_cpu_checks(args)
+        device = args.device
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "interpreter"
+        if device == "cuda" and not torch.cuda.is_available():
+            raise KernelBenchError("--device cuda: no CUDA device visible to torch")
+        if device == "interpreter":
+            return _run_cpu_checks(args, spec)
+        return _run_timing(args, spec, device)
     except KernelBenchError as exc:
         print(f"archbench kernels: error: {exc}", file=sys.stderr)
         return 2
@@ -105,42 +191,86 @@ def main(argv: Sequence[str] | None = None) -> int:
     return run(parser.parse_args(argv))
 
 
+def format_plan(spec: RunSpec) -> str:
+    """The benches a run would measure, in order, with the budget."""
+    from archbench.bench.measure.kernelbench_cases import format_shape, plan
+
+    specs = plan(spec.kernels, spec.shapes, spec.quick, spec.directions)
+    budget = f"budget {spec.budget_s:g} s" if spec.budget_s else "no time budget"
+    lines = [f"{len(specs)} benches, {budget}:"]
+    lines += [f"  {i + 1:>3}. {s.kernel:<12} {format_shape(s.kernel, s.shape):<24} {s.direction}"
+              for i, s in enumerate(specs)]
+    return "\n".join(lines)
+
+
 # Matmul dtype of the compute peak (the denominator of a TFLOP/s row's % of peak): the run's half-precision dtype,
 # and bf16 for an fp32 run (the tensor-core peak, as this command has always quoted; fp32 convs may use TF32).
 PEAK_DTYPE = {"bf16": "bf16", "fp16": "fp16", "fp32": "bf16"}
 
 
-def _run_gpu(args: argparse.Namespace) -> int:
+@contextlib.contextmanager
+def cudnn_benchmark(enabled: bool = True) -> Iterator[None]:
+    """``torch.backends.cudnn.benchmark`` set for the block (cuDNN picks the fastest conv algorithm per shape on
+    the first call, which the sweep's first call absorbs), restored after."""
+    import torch
+
+    saved = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = enabled
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = saved
+
+
+def _run_timing(args: argparse.Namespace, spec: RunSpec, device: str) -> int:
+    from archbench.bench.measure.kernelbench_cases import plan
     from archbench.bench.measure.kernelbench_output import describe_peaks, format_rows, kernel_environment
     from archbench.bench.measure.kernelbench_sweep import Row, run_sweep
-    from archbench.bench.measure.peaks import cuda_timer, measure_peaks
+    from archbench.bench.measure.peaks import cuda_timer, measure_peaks, wall_timer
     from archbench.kernels._common import HAS_TRITON, interpreting
 
-    if not HAS_TRITON:
-        raise KernelBenchError("triton is not installed; `pip install triton` (Linux x86_64) to benchmark kernels")
-    if interpreting():
-        raise KernelBenchError("TRITON_INTERPRET is set: the kernels would run in the CPU interpreter; unset it "
-                               "to benchmark on the GPU")
-    timer = cuda_timer()
-    peaks = measure_peaks("cuda", dtype=PEAK_DTYPE[args.dtype], timer=timer, reps=20, warmup=3)
-    env = kernel_environment(peaks=dataclasses.asdict(peaks))
-    print(f"archbench kernels on {env['gpu_name']} (compute capability {env['gpu_capability']}), "
-          f"torch {env['torch_version']}, "
-          f"triton {env['triton_version']}, dtype {args.dtype}")
+    if device == "cuda":
+        if not HAS_TRITON:
+            raise KernelBenchError("triton is not installed; `pip install triton` (Linux x86_64) to benchmark "
+                                   "kernels")
+        if interpreting():
+            raise KernelBenchError("TRITON_INTERPRET is set: the kernels would run in the CPU interpreter; unset "
+                                   "it to benchmark on the GPU")
+        timer = cuda_timer()
+        peaks = measure_peaks("cuda", dtype=PEAK_DTYPE[args.dtype], timer=timer, reps=20, warmup=3)
+    else:
+        print(CPU_TIMING_NOTICE)
+        if interpreting():
+            raise KernelBenchError("--device cpu times the torch fallbacks: unset TRITON_INTERPRET")
+        timer = wall_timer
+        peaks = measure_peaks("cpu", dtype="fp32", timer=timer, reps=3, matmul_n=512, copy_mib=64)
+    env = kernel_environment(peaks=dataclasses.asdict(peaks), dtype=args.dtype, cudnn_benchmark=True,
+                             budget_s=spec.budget_s, rounds=args.rounds,
+                             mode="benchmark" if device == "cuda" else "cpu-plumbing-check (triton rows are "
+                                                                       "torch fallbacks)")
+    specs = plan(spec.kernels, spec.shapes, spec.quick, spec.directions)
+    budget = f", budget {spec.budget_s:g} s" if spec.budget_s else ""
+    where = (f"{env['gpu_name']} (compute capability {env['gpu_capability']}, driver {env['gpu_driver']})"
+             if device == "cuda" else env["cpu_model"])
+    print(f"archbench kernels on {where}, torch {env['torch_version']}, triton {env['triton_version']}, dtype "
+          f"{args.dtype}: {len(specs)} benches, {args.rounds} rounds{budget}")
     print(f"measured peaks: {describe_peaks(peaks)}")
-    rows = run_sweep(args.kernels, args.quick, args.dtype, "cuda", timer, args.warmup, args.repeats,
-                     args.backward, args.compile, peaks,
-                     progress=lambda s: print(f"  ... {s}", file=sys.stderr, flush=True))
+    t0 = time.monotonic()
+    with cudnn_benchmark(True):
+        rows = run_sweep(specs, args.dtype, device, timer, args.warmup, args.repeats, args.compile, peaks,
+                         rounds=args.rounds, budget_s=spec.budget_s,
+                         progress=lambda s: print(f"  ... {s}", file=sys.stderr, flush=True))
     print(format_rows(rows))
+    print(f"sweep: {time.monotonic() - t0:.0f} s" + (f" of a {spec.budget_s:g} s budget" if spec.budget_s else ""))
     if args.out is not None:
         _write(args.out, rows, env, Row)
     failed = [r for r in rows if r.impl == "triton" and r.status == "failed"]
     for r in failed:
-        print(f"FAILED: {r.kernel} {r.case} triton: {r.error}", file=sys.stderr)
+        print(f"FAILED: {r.kernel} {r.case} {r.direction} triton: {r.error}", file=sys.stderr)
     return 1 if failed else 0
 
 
-def _run_cpu_checks(args: argparse.Namespace) -> int:
+def _run_cpu_checks(args: argparse.Namespace, spec: RunSpec) -> int:
     from archbench.bench.measure.kernelbench_checks import CheckRow
     from archbench.bench.measure.kernelbench_output import format_checks, kernel_environment
     from archbench.kernels._common import HAS_TRITON
@@ -150,10 +280,20 @@ def _run_cpu_checks(args: argparse.Namespace) -> int:
     print(NO_GPU_NOTICE)
     # Re-exec: Triton fixes interpreter mode at its first import, so set TRITON_INTERPRET=1 in a fresh process.
     code = ("import json, sys; from archbench.bench.measure.kernelbench_checks import interpreter_checks; "
-            "print(json.dumps(interpreter_checks(sys.argv[1].split(','), sys.argv[2] == '1')))")
+            "print(json.dumps(interpreter_checks(sys.argv[1].split(','), sys.argv[2] == '1', "
+            "json.loads(sys.argv[3]) or None)))")
+    # only --shapes reach the interpreter: the review's and the default sweeps' GPU-sized shapes would take hours
+    shapes = {} if args.review else spec.shapes
+    for kernel, kernel_shapes in shapes.items():
+        for shape in kernel_shapes:
+            if _interpreter_work(kernel, shape) > INTERPRETER_MAX_WORK:
+                raise KernelBenchError(
+                    f"{kernel} {format_shape(kernel, shape)} is too large for the Triton interpreter (numpy, ~1 ms per "
+                    f"program; this would take hours): without a GPU give small shapes, e.g. rms_norm=5x300 "
+                    f"attention=1x2x64x32:causal conv_bn_act=2x8x9x9x16x3")
     child_env = {**os.environ, "TRITON_INTERPRET": "1"}
-    proc = subprocess.run([sys.executable, "-c", code, ",".join(args.kernels), "1" if args.quick else "0"],
-                          env=child_env, capture_output=True, text=True, timeout=1800)
+    proc = subprocess.run([sys.executable, "-c", code, ",".join(spec.kernels), "1" if args.quick else "0",
+                           json.dumps(shapes)], env=child_env, capture_output=True, text=True, timeout=1800)
     if proc.returncode != 0:
         last = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
         raise KernelBenchError(f"interpreter check process failed (exit {proc.returncode}): {last}")
@@ -167,14 +307,28 @@ def _run_cpu_checks(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+INTERPRETER_MAX_WORK = 1 << 24  # multiply-adds (or elements for rms_norm) per check: seconds under the interpreter
+
+
+def _interpreter_work(kernel: str, shape: tuple) -> int:
+    """Rough work of one interpreter check: elements (rms_norm) or multiply-adds (conv, attention)."""
+    if kernel == "rms_norm":
+        return shape[0] * shape[1]
+    if kernel == "conv_bn_act":
+        n, c, h, w, k, ks = shape[:6]
+        return n * c * h * w * k * ks * ks
+    b, h, n, d = shape[:4]
+    return b * h * n * n * d
+
+
 def _write(out_dir: Path, rows: Sequence[Any], env: dict[str, Any], row_type: type) -> None:
     from archbench.bench.measure.kernelbench_output import write_outputs
 
     try:
-        csv_path, json_path = write_outputs(out_dir, rows, env, row_type)
+        paths = write_outputs(out_dir, rows, env, row_type)
     except OSError as exc:
         raise KernelBenchError(f"cannot write results to {out_dir}: {exc}") from exc
-    print(f"wrote {csv_path} and {json_path}")
+    print(f"wrote {', '.join(str(p) for p in paths)}")
 
 
 if __name__ == "__main__":

@@ -34,8 +34,12 @@ class CheckRow:
     error: str = ""
 
 
-def _check_cases(kernels: Sequence[str], quick: bool) -> Iterator[tuple[str, str, Callable]]:
-    """(kernel, case label, fn(dtype) -> {output name: (got, expected)}) on small odd shapes."""
+def _check_cases(kernels: Sequence[str], quick: bool,
+                 shapes: dict[str, list[Sequence[Any]]] | None = None) -> Iterator[tuple[str, str, Callable]]:
+    """(kernel, case label, fn(dtype) -> {output name: (got, expected)}) on small odd shapes, or on ``shapes``
+    (kernelbench_cases' tuples: rms_norm (M, N); conv_bn_act (N, C, H, W, K, ks, stride, pad); attention
+    (B, H, N, d, causal))."""
+    shapes = shapes or {}
     import torch
 
     from archbench.kernels.attention import attention, attention_reference
@@ -59,14 +63,14 @@ def _check_cases(kernels: Sequence[str], quick: bool) -> Iterator[tuple[str, str
         return result
 
     if "rms_norm" in kernels:
-        for m, n in [(5, 123)] if quick else [(5, 123), (3, 1000)]:
+        for m, n in shapes.get("rms_norm") or ([(5, 123)] if quick else [(5, 123), (3, 1000)]):
             yield "rms_norm", f"M={m} N={n} fwd+bwd", lambda dt, m=m, n=n: grads_vs_reference(
                 lambda x, w: rms_norm(x, w), lambda x, w: rms_norm_reference(x, w),
                 leaves((m, n), (n,), dtype=dt, seed=0), ["y", "dx", "dw"], 1)
     if "conv_bn_act" in kernels:
-        convs = [(2, 3, 9, 11, 5, 3, 1, 1, 1)] if quick else [(2, 3, 9, 11, 5, 3, 1, 1, 1),
-                                                              (1, 20, 7, 6, 17, 1, 2, 0, 1),
-                                                              (2, 5, 10, 9, 7, 3, 2, 2, 2)]
+        convs = [(*c, 1) for c in shapes.get("conv_bn_act", [])] or (
+            [(2, 3, 9, 11, 5, 3, 1, 1, 1)] if quick else [(2, 3, 9, 11, 5, 3, 1, 1, 1), (1, 20, 7, 6, 17, 1, 2, 0, 1),
+                                                          (2, 5, 10, 9, 7, 3, 2, 2, 2)])
         for n, c, h, w, k, ks, s, p, d in convs:
             def conv_check(dt, n=n, c=c, h=h, w=w, k=k, ks=ks, s=s, p=p, d=d):
                 g = torch.Generator().manual_seed(2)
@@ -82,8 +86,9 @@ def _check_cases(kernels: Sequence[str], quick: bool) -> Iterator[tuple[str, str
 
             yield "conv_bn_act", f"{n}x{c}x{h}x{w} k{k} {ks}x{ks} s{s} p{p} d{d}", conv_check
     if "attention" in kernels:
-        attn = [(1, 2, 37, 37, 64, True)] if quick else [(1, 2, 37, 37, 64, False), (1, 2, 37, 37, 64, True),
-                                                         (2, 1, 20, 45, 48, False)]
+        attn = [(b, h, n, n, d, causal) for b, h, n, d, causal in shapes.get("attention", [])] or (
+            [(1, 2, 37, 37, 64, True)] if quick else [(1, 2, 37, 37, 64, False), (1, 2, 37, 37, 64, True),
+                                                      (2, 1, 20, 45, 48, False), (1, 1, 64, 64, 64, True)])
         for b, h, nq, nk, d, causal in attn:
             yield "attention", f"B={b} H={h} Nq={nq} Nk={nk} d={d}{' causal' if causal else ''} fwd+bwd", (
                 lambda dt, b=b, h=h, nq=nq, nk=nk, d=d, causal=causal: grads_vs_reference(
@@ -93,9 +98,10 @@ def _check_cases(kernels: Sequence[str], quick: bool) -> Iterator[tuple[str, str
                     ["o", "dq", "dk", "dv"], 4))
 
 
-
-def interpreter_checks(kernels: Sequence[str], quick: bool) -> list[dict[str, Any]]:
-    """Run in the TRITON_INTERPRET=1 child: each kernel on small odd shapes, fp32 and fp16, vs its reference."""
+def interpreter_checks(kernels: Sequence[str], quick: bool,
+                       shapes: dict[str, list[Sequence[Any]]] | None = None) -> list[dict[str, Any]]:
+    """Run in the TRITON_INTERPRET=1 child: each kernel on small odd shapes (or ``shapes``), fp32 and fp16, vs its
+    reference."""
     import torch
 
     from archbench.kernels._common import interpreting
@@ -103,7 +109,7 @@ def interpreter_checks(kernels: Sequence[str], quick: bool) -> list[dict[str, An
     if not interpreting():
         raise RuntimeError("interpreter_checks must run with TRITON_INTERPRET=1 set before triton is imported")
     rows = []
-    for kernel, case, check in _check_cases(kernels, quick):
+    for kernel, case, check in _check_cases(kernels, quick, shapes):
         for dt_name, dt in (("fp32", torch.float32), ("fp16", torch.float16)):
             atol, rtol = CHECK_TOLERANCE[dt_name]
             t0 = time.perf_counter()

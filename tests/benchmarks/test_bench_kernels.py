@@ -34,7 +34,7 @@ def _cases(cpu_shapes: list[Any], cuda_shapes: list[Any], label: Callable[[Any],
     """(impl, device, shape) rows: the reference on CPU; reference and Triton on CUDA (skipped without one).
     Ids read ``reference-cpu-<shape>``, ``triton-cuda-<shape>``."""
     def row(impl: str, device: str, shape: Any) -> Any:
-        marks = no_cuda if device == "cuda" else ()
+        marks = (no_cuda, pytest.mark.gpu) if device == "cuda" else ()  # `-m gpu`: the kernel review's selection
         return pytest.param(impl, device, shape, id="-".join(p for p in (impl, device, label(shape)) if p), marks=marks)
 
     return [row("reference", "cpu", sh) for sh in cpu_shapes] + [
