@@ -30,15 +30,17 @@ class InputSpec:
 
     shape: full shape, batch dimension first (shape[0] is the default batch, 1).
     dtype: torch dtype of the tensor.
-    high:  for integer inputs (token ids), values are drawn from [0, high); None for float inputs.
+    high:  for integer inputs (token ids), values are drawn from [low, high); None for float inputs.
+    low:   for integer inputs, the smallest value (0; an all-ones attention mask is low=1, high=2).
     """
 
     shape: tuple[int, ...]
     dtype: torch.dtype = torch.float32
     high: int | None = None
+    low: int = 0
 
     def with_batch(self, batch: int) -> InputSpec:
-        return InputSpec((batch, *self.shape[1:]), self.dtype, self.high)
+        return InputSpec((batch, *self.shape[1:]), self.dtype, self.high, self.low)
 
     def make(
         self,
@@ -46,18 +48,18 @@ class InputSpec:
         generator: torch.Generator | None = None,
         device: str | torch.device = "cpu",
     ) -> torch.Tensor:
-        """A random tensor of this spec (never all zeros: normal floats, uniform ints in [0, high))."""
+        """A random tensor of this spec (never all zeros: normal floats, uniform ints in [low, high))."""
         shape = self.shape if batch is None else (batch, *self.shape[1:])
         if self.dtype.is_floating_point:
             x = torch.randn(shape, generator=generator, dtype=torch.float32)
             return x.to(device=device, dtype=self.dtype)
         high = self.high if self.high is not None else 2
-        return torch.randint(0, high, shape, generator=generator, dtype=self.dtype).to(device)
+        return torch.randint(self.low, high, shape, generator=generator, dtype=self.dtype).to(device)
 
     def describe(self) -> str:
         dims = "x".join(str(d) for d in self.shape)
         dt = str(self.dtype).removeprefix("torch.")
-        return f"{dims} {dt}" + (f" [0,{self.high})" if self.high is not None else "")
+        return f"{dims} {dt}" + (f" [{self.low},{self.high})" if self.high is not None else "")
 
 
 @dataclass(frozen=True)

@@ -51,9 +51,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    p = sub.add_parser("list", help="list the model zoo", formatter_class=argparse.RawDescriptionHelpFormatter,
-                       epilog="examples:\n  archbench list\n  archbench list 'resnet*' --format csv")
-    p.add_argument("pattern", nargs="?", default="*", help="fnmatch pattern, e.g. 'vit*'")
+    p = sub.add_parser("list", help="list the model zoo (or timm / torchvision / hf models)",
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       epilog="examples:\n  archbench list\n  archbench list 'resnet*' --format csv\n"
+                              "  archbench list --source timm 'convnext*'\n  archbench list 'tv:mobilenet*'\n"
+                              "  archbench list --source hf 'llama*'          transformers model types")
+    p.add_argument("pattern", nargs="?", default="*", help="fnmatch pattern, e.g. 'vit*' (or 'timm:vit*')")
+    p.add_argument("--source", choices=("zoo", "timm", "torchvision", "tv", "hf"), default="zoo",
+                   help="where names come from: the zoo (default), timm, torchvision (tv) or hf (transformers)")
     p.add_argument("--format", choices=FORMATS, default="table")
     p.set_defaults(func=cmd_list)
 
@@ -124,6 +129,7 @@ def _add_module_commands(sub: Any) -> None:
         ("check", "archbench.bench.cli.check", "judge recorded cells against a budget: PASS / FAIL / INCONCLUSIVE"),
         ("pick", "archbench.bench.cli.pick", "the best record that passes a budget, the Pareto front, int8/dominated flags"),
         ("sweep", "archbench.bench.cli.sweep", "measure knob variants of a model and report the smallest that passes"),
+        ("doctor", "archbench.bench.cli.doctor", "is this machine fit to measure? its run-to-run noise, OS facts, advice"),
     ]
     for name, module, help_text in table:
         mod = importlib.import_module(module)

@@ -15,13 +15,23 @@ from archbench.bench.report.format import human, pct, render
 
 
 def cmd_list(args: argparse.Namespace) -> int:
+    """The zoo, or with ``--source timm|torchvision|tv|hf`` (or a ``timm:`` prefix on the pattern) the models
+    that source can build, each built on the meta device for its parameter count (no memory, no weights)."""
+    from archbench.models import hub
+
+    source, pattern = getattr(args, "source", None) or "zoo", args.pattern
+    parts = hub.split_ref(pattern)
+    if parts is not None:
+        source, pattern = parts[0], parts[1] or "*"
+    if source != "zoo":
+        return _list_hub(source, pattern, args.format)
     import torch
 
     from archbench.models import create_model, get_entry, list_models
 
-    names = list_models(args.pattern)
+    names = list_models(pattern)
     if not names:
-        raise UsageError(f"no model matches {args.pattern!r}; `archbench list` shows them all")
+        raise UsageError(f"no model matches {pattern!r}; `archbench list` shows them all")
     rows = []
     for n in names:
         e = get_entry(n)
@@ -34,11 +44,65 @@ def cmd_list(args: argparse.Namespace) -> int:
             "input": m.input_spec.describe(),
             "knobs": " ".join(f"{k}={v}" for k, v in e.knobs.items()),
         })
-    if args.format in ("table", "md"):
-        for r in rows:
-            r["params"] = human(r["params"])
-    print(render(rows, args.format))
+    _print_rows(rows, args.format)
     return 0
+
+
+# Beyond this many matches `list --source` names models without building them (hf's ~800 model types would take
+# minutes even on the meta device); narrow the pattern to see params and inputs.
+LIST_BUILD_LIMIT = 100
+
+
+def _list_hub(source: str, pattern: str, fmt: str) -> int:
+    import sys
+    import warnings
+
+    import torch
+
+    from archbench.models import hub
+
+    try:
+        names = hub.list_hub(source, pattern)
+    except hub.HubError as e:
+        raise UsageError(str(e)) from None
+    source = hub.PREFIXES.get(source.lower(), source.lower())
+    if not names:
+        raise UsageError(f"no {source} model matches {pattern!r}")
+    build = len(names) <= LIST_BUILD_LIMIT
+    if not build:
+        print(f"archbench list: {len(names)} {source} models match {pattern!r}; params and inputs are shown for "
+              f"at most {LIST_BUILD_LIMIT}: narrow the pattern", file=sys.stderr)
+    knobs = {"timm": "builder keywords, resolution", "torchvision": "builder keywords, resolution",
+             "hf": "config attributes, task seq_len inputs"}[source]
+    rows = []
+    for n in names:
+        row: dict[str, Any] = {"name": f"{source}:{n}", "family": source, "params": None, "input": ""}
+        if source == "hf":
+            row["head"] = ""  # the transformers class the default task builds
+        row["knobs"] = knobs
+        if build:
+            try:
+                with warnings.catch_warnings(), torch.device("meta"):
+                    warnings.simplefilter("ignore")
+                    m = hub.build(f"{source}:{n}", settle_batchnorm=False)
+                row["params"] = sum(p.numel() for p in m.module.parameters())
+                row["input"] = hub.describe_inputs(m.input_specs, m.input_names if len(m.input_specs) > 1 else ())
+                if source == "hf":
+                    row["head"] = type(m.module.model).__name__
+            except hub.MissingExtra as e:
+                raise UsageError(str(e)) from None
+            except Exception as e:  # one model that cannot be built (even on meta) does not hide the others
+                row["input"] = f"cannot build: {type(e).__name__}: {str(e).splitlines()[0][:80] if str(e) else ''}"
+        rows.append(row)
+    _print_rows(rows, fmt)
+    return 0
+
+
+def _print_rows(rows: list[dict[str, Any]], fmt: str) -> None:
+    if fmt in ("table", "md"):
+        for r in rows:
+            r["params"] = human(r["params"]) if r["params"] is not None else "-"
+    print(render(rows, fmt))
 
 
 # ----------------------------------------------------------------------------------------------------- profile
@@ -104,12 +168,12 @@ def cmd_profile(args: argparse.Namespace) -> int:
 
         src = source_from_args(args, args.model)
         inputs = src.example_inputs(batch=args.batch)
-        spec = src.input_spec.with_batch(args.batch) if args.batch else src.input_spec
+        desc = src.describe_inputs(args.batch)
         try:
-            prof = profile_module(src.module, inputs, name=args.model, input_desc=spec.describe(),
+            prof = profile_module(src.module, inputs, name=args.model, input_desc=desc,
                                   time_ops=not args.no_timing)
         except Exception as e:
-            raise UsageError(f"{args.model}: forward on input {spec.describe()} failed: "
+            raise UsageError(f"{args.model}: forward on input {desc} failed: "
                              f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from e
 
     if args.by == "summary":

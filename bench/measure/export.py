@@ -40,12 +40,22 @@ def run_module(module: torch.nn.Module, inputs: tuple[torch.Tensor, ...]) -> lis
     return [t.float().cpu().numpy() for t in flatten_outputs(out) if isinstance(t, torch.Tensor)]
 
 
+def input_names(module: torch.nn.Module, n: int) -> list[str]:
+    """The graph's input names: the module's own (``input_names``: a transformers model's input_ids,
+    attention_mask, ...) when it states one per input, else ``input`` or ``input0..``. Runtimes feed inputs by
+    position, so the names are for people reading the graph."""
+    own = [str(x) for x in getattr(module, "input_names", None) or ()]
+    if len(own) == n and len(set(own)) == n:
+        return own
+    return ["input"] if n == 1 else [f"input{i}" for i in range(n)]
+
+
 def export_onnx(module: torch.nn.Module, specs: tuple[ArraySpec, ...], path: Path) -> str:
     """Export ``module`` to ``path`` (+ ``path.data``) with a dynamic batch dim; returns how it was exported."""
     path.parent.mkdir(parents=True, exist_ok=True)
     model = module.float().eval().cpu()
     example = torch_inputs(specs, 2, 0)  # batch 2, so the exporter cannot specialize the batch dim to 1
-    names = ["input"] if len(specs) == 1 else [f"input{i}" for i in range(len(specs))]
+    names = input_names(module, len(specs))
     errors = []
     try:
         with _quiet():

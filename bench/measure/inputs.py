@@ -4,7 +4,8 @@
     x = spec.make(batch=8, seed=0)                        # (8, 3, 64, 64) float32, standard normal
     ArraySpec.from_json(spec.to_json()) == spec           # stored beside the export (measure.artifacts)
 
-Floats are standard normal, integers (token ids) uniform in [0, high): never all zeros, which could hit fast paths.
+Floats are standard normal, integers (token ids) uniform in [low, high) (low 0, or 1 for an all-ones attention mask):
+never all zeros, which could hit fast paths.
 Seeds: the timed loop rotates sets 0..k-1, fidelity compares sets 0..n-1 (``fidelity_seeds``), the export check uses
 1234 and int8 calibration 10000 and up (measure.quantize.CALIB_SEED), so calibration never sees judged inputs.
 """
@@ -27,33 +28,34 @@ _NUMPY = {"float32": "float32", "float16": "float16", "bfloat16": "float32", "fl
 class ArraySpec:
     shape: tuple[int, ...]  # batch dimension first
     dtype: str = "float32"  # numpy dtype name
-    high: int | None = None  # integer inputs: values in [0, high)
+    high: int | None = None  # integer inputs: values in [low, high)
+    low: int = 0  # integer inputs: 1 with high=2 makes an all-ones attention mask (no padding, as deployed)
 
     def with_batch(self, batch: int) -> ArraySpec:
-        return ArraySpec((batch, *self.shape[1:]), self.dtype, self.high)
+        return ArraySpec((batch, *self.shape[1:]), self.dtype, self.high, self.low)
 
     def make(self, batch: int | None = None, seed: int = 0) -> np.ndarray:
         shape = self.shape if batch is None else (batch, *self.shape[1:])
         rng = np.random.default_rng(seed)
         if np.issubdtype(np.dtype(self.dtype), np.floating):
             return rng.standard_normal(shape, dtype=np.float32).astype(self.dtype, copy=False)
-        return rng.integers(0, self.high if self.high is not None else 2, shape).astype(self.dtype)
+        return rng.integers(self.low, self.high if self.high is not None else 2, shape).astype(self.dtype)
 
     def describe(self) -> str:
-        return "x".join(map(str, self.shape)) + f" {self.dtype}" + (f" [0,{self.high})" if self.high else "")
+        return "x".join(map(str, self.shape)) + f" {self.dtype}" + (f" [{self.low},{self.high})" if self.high else "")
 
     def to_json(self) -> dict[str, Any]:
-        return {"shape": list(self.shape), "dtype": self.dtype, "high": self.high}
+        return {"shape": list(self.shape), "dtype": self.dtype, "high": self.high, "low": self.low}
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> ArraySpec:
-        return cls(tuple(int(x) for x in d["shape"]), str(d["dtype"]), d.get("high"))
+        return cls(tuple(int(x) for x in d["shape"]), str(d["dtype"]), d.get("high"), int(d.get("low") or 0))
 
     @classmethod
     def from_input_spec(cls, spec: Any) -> ArraySpec:
         """From an archbench.models.InputSpec (torch dtype); bf16 inputs are made as fp32 and cast by the runtime."""
         name = str(spec.dtype).removeprefix("torch.")
-        return cls(tuple(spec.shape), _NUMPY.get(name, "float32"), spec.high)
+        return cls(tuple(spec.shape), _NUMPY.get(name, "float32"), spec.high, int(getattr(spec, "low", 0)))
 
 
 def make_inputs(specs: tuple[ArraySpec, ...], batch: int, seed: int) -> tuple[np.ndarray, ...]:

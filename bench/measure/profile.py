@@ -173,7 +173,10 @@ def count_params(model: nn.Module) -> tuple[int, int]:
 def state_dict_sizes(model: nn.Module) -> tuple[int, int]:
     """(fp32 bytes of the state_dict's floating tensors + others at their size, bytes of torch.save output)."""
     sd = model.state_dict()
-    fp32 = sum(t.numel() * (4 if t.is_floating_point() else t.element_size()) for t in sd.values())
+    # Tied weights (GPT-2's lm_head is its token embedding) appear under two keys but are one tensor, stored once
+    # by torch.save and by the ONNX export: count each storage once.
+    unique = {(t.data_ptr(), t.numel(), t.dtype): t for t in sd.values()}.values()
+    fp32 = sum(t.numel() * (4 if t.is_floating_point() else t.element_size()) for t in unique)
     buf = io.BytesIO()
     torch.save(sd, buf)
     return fp32, buf.getbuffer().nbytes
