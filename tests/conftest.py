@@ -24,3 +24,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     if config.getoption("benchmark_storage", None) == _PYTEST_BENCHMARK_DEFAULT_STORAGE:
         config.option.benchmark_storage = f"file://{BENCHMARK_STORAGE}"
+
+
+@pytest.fixture(autouse=True)
+def _no_machine_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests never read or write the user's ~/.cache/archbench (archbench doctor's noise figure, which compare
+    would otherwise pick up as its default noise floor)."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("xdg-cache")))

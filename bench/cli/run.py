@@ -22,19 +22,14 @@ def spec_from_args(args: argparse.Namespace):
     from archbench.bench.cell import QUICK, Options, StopRule
     from archbench.bench.measure.engine import RunSpec
     from archbench.bench.measure.runtimes import get_runtime
-    from archbench.bench.measure.sources import is_import_ref, is_onnx_ref, parse_dtype, parse_shape
-    from archbench.models import get_entry
+    from archbench.bench.measure.sources import is_onnx_ref, parse_dtype, parse_shape
 
     models = args.models or DEFAULT_ZOO
-    for m in models:  # fail fast, before any worker starts, on names that cannot resolve
-        if is_onnx_ref(m):
-            if not Path(m).is_file():
-                raise UsageError(f"no such ONNX file: {m}")
-        elif not is_import_ref(m):
-            try:
-                get_entry(m)
-            except ValueError as e:
-                raise UsageError(str(e)) from None
+    from archbench.bench.measure.sources import check_ref
+
+    knobs = knobs_from_args(args)
+    for m in models:  # fail fast, before any worker starts, on names that cannot resolve (zoo, .onnx, hub)
+        check_ref(m, knobs)
     train_mode = getattr(args, "mode", None) == "train"  # training runs torch only unless --runtime says more
     runtimes = csv_list(args.runtime or ("torch" if train_mode else "torch,onnxruntime"), what="runtime")
     for rt in runtimes:

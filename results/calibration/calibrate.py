@@ -54,7 +54,11 @@ def default_runs(out: Path, n: int) -> list[Path]:
     return runs
 
 
-def coverage(runs: list[Path]) -> dict:
+def coverage(runs: list[Path], quiet_only: bool = False) -> dict:
+    """``quiet_only``: leave out pairs where either cell carries archbench's busy-machine flag (other processes took
+    more than 10% of the CPUs while it was timed), the rule a user would apply to those cells too."""
+    from archbench.bench.measure.harness import BUSY_PCT
+
     recs = [{r.key(): r for r in records(run)} for run in runs]
     hits = total = 0
     widths = []
@@ -62,6 +66,8 @@ def coverage(runs: list[Path]) -> dict:
         for k, ri in recs[i].items():
             rj = recs[j].get(k)
             if rj is None or ri.latency_p50_lo_ms is None:
+                continue
+            if quiet_only and max(ri.other_cpu_pct or 0, rj.other_cpu_pct or 0) > BUSY_PCT:
                 continue
             total += 1
             hits += ri.latency_p50_lo_ms <= rj.latency_p50_ms <= ri.latency_p50_hi_ms
@@ -151,6 +157,7 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--trials", type=int, default=8)
     args = ap.parse_args()
+    args.out = args.out.resolve()
     from archbench.bench.measure.doctor import load_noise
 
     nf = load_noise()
@@ -163,6 +170,7 @@ def main() -> None:
         "default_run_wall_s": [float((r / "wall_s.txt").read_text()) for r in runs if (r / "wall_s.txt").exists()],
         "doctor_noise": noise,
         "coverage": coverage(runs),
+        "coverage_quiet_cells": coverage(runs, quiet_only=True),
         "false_positives": false_positives(runs, noise),
         "speedup_reproducibility": speedup_reproducibility(runs),
         "power": power(args.out, args.trials, noise),
