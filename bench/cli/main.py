@@ -85,6 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
                "  archbench run llama_tiny --runtime torch-compile --device cuda\n"
                "  archbench run mypkg.nets:build --input-shape 1,3,224,224 --out results/mynet\n"
                "  archbench run --out runs/x --resume  continue an interrupted run, skipping finished cells\n"
+               "  archbench run resnet_s vit_s --repetitions 5 --rel-ci 0.05   repeat until p50 is within +/-5%\n"
                "  archbench run resnet_s vit_s --mode train --batch 8,32 --optimizer adamw   training steps\n"
                "  archbench run mlp_m --mode train --find-max-batch --mem-cap-mib 2048    largest batch that fits\n"
                "  archbench run resnet_s mobilenet_s --precision fp32,int8-dynamic,int8-static "
@@ -92,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
                "  archbench run llama_tiny --precision fp32,int8-static --calibration mypkg.data:calib "
                "--metric-hook mypkg.eval:acc \\\n      --budget \"p95_ms<=5, task_metric_drop<=1\"\n\n"
                "exit codes: 0 all cells ok or skipped (and no budget FAIL), 1 some cell failed or a budget FAIL/ERROR "
-               "(INCONCLUSIVE too with --strict), 2 bad input, 130 interrupted")
+               "(INCONCLUSIVE too with --strict), 2 bad input, 130 Ctrl-C, 143 SIGTERM, 129 SIGHUP (finished cells kept)")
     p.add_argument("models", nargs="*", help=f"zoo names, pkg.module:factory or .onnx files "
                    f"(default: {' '.join(DEFAULT_ZOO)})")
     p.add_argument("--runtime", default=None, help=f"comma list: {', '.join(RUNTIMES)} "
