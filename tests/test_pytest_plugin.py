@@ -128,7 +128,7 @@ def test_budget_items_pass_and_fail_with_value_bound_and_verdict(pytester):
     res.stdout.fnmatch_lines([
         "*archbench budget tight[[]mlp_s-torch-fp32-b1[]]*",
         "budget tight (p50_ms <= 0.0001, params <= 1000) on mlp_s torch fp32 b1: FAIL",
-        "  FAIL * p50_ms <= 0.0001  measured *; 95% bounds [[]*, *[]] ms from n=*: even the lower bound misses <= 0.0001",
+        "  FAIL * p50_ms <= 0.0001  measured *; 95% interval [[]*, *[]] ms over * repetitions: it misses <= 0.0001",
         "  FAIL * params <= 1000    measured 85002",
         "FAILED pyproject.toml::tight[[]mlp_s-torch-fp32-b1[]]*",
     ])

@@ -55,7 +55,11 @@ def combine(reps: Sequence[Record], target: float | None = None) -> Record:
         out.throughput_lo_sps = out.batch * 1000.0 / out.latency_mean_hi_ms
         out.throughput_hi_sps = out.batch * 1000.0 / out.latency_mean_lo_ms
     if out.flops:
-        out.achieved_gflops = out.flops / (out.latency_p50_ms * 1e-3) / 1e9
+        # achieved GFLOP/s from the combined p50 (training: a step is ~3 forwards, as measure.train counts it)
+        per_call = out.flops * (3 if out.mode == "train" else 1)
+        out.achieved_gflops = per_call / (out.latency_p50_ms * 1e-3) / 1e9
+    if out.train_samples and out.throughput_sps:
+        out.time_to_train_s = out.train_samples / out.throughput_sps  # as measure.train.time_to_train_s
     pooled = _pooled(out.samples_ms)
     out.latency_p90_ms, out.latency_std_ms, out.latency_min_ms, out.latency_max_ms, out.latency_cv = pooled
     goal = target if target is not None else DEFAULT_TARGET
