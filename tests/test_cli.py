@@ -120,3 +120,16 @@ def test_profile_onnx_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     assert prof["macs"] == 20 * 20 * 8 * 3 * 9 + 80
     assert prof["file_bytes"] >= prof["params"] * 4  # weights counted, .data file included
     del torch
+
+
+@pytest.mark.parametrize("cmd", [["run", "mlp_s", "--out", "{f}/x"], ["report", "{root}/results/default-cpu",
+                                                                       "--out", "{f}/r"]])
+def test_an_unwritable_out_is_one_line_and_exit_3(tmp_path, cmd) -> None:
+    """--out under a file (the OS refuses): one `archbench: error:` line naming the path, exit 3, no traceback."""
+    f = tmp_path / "a_file"
+    f.write_text("")
+    root = Path(__file__).resolve().parent.parent
+    proc = archbench(*[c.format(f=f, root=root) for c in cmd])
+    err = [ln for ln in proc.stderr.splitlines() if ln.startswith("archbench: error:")]
+    assert proc.returncode == 3 and len(err) == 1 and str(f) in err[0], proc.stderr
+    assert "Traceback" not in proc.stderr

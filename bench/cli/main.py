@@ -36,7 +36,8 @@ EPILOG = """examples:
   archbench compare runs/base runs/new --fail-on "p95_ms:+10%"
   archbench kernels --quick                       fused Triton kernels vs PyTorch (GPU; interpreter checks on CPU)
 
-exit codes: 0 ok, 1 a check failed, 2 bad input (one line on stderr; --debug for the traceback)"""
+exit codes: 0 ok, 1 a check failed, 2 bad input (one line on stderr; --debug for the traceback),
+3 the OS refused a read or write (a file where a folder should be, a full disk, no permission)"""
 
 # ----------------------------------------------------------------------------------------------------- main
 
@@ -140,6 +141,9 @@ def _add_module_commands(sub: Any) -> None:
         p.set_defaults(func=mod.run)
 
 
+EXIT_OS_ERROR = 3  # the OS refused a read or write (distinct from 1, a failed check, and 2, bad input)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -161,6 +165,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 0
+    except OSError as e:  # a folder that is a file, a full disk, no permission: the OS said no, not a check
+        if args.debug:
+            raise
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"archbench: error: {where}{e.strerror or e}", file=sys.stderr)
+        return EXIT_OS_ERROR
 
 
 if __name__ == "__main__":
