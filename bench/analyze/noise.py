@@ -3,7 +3,6 @@ this computes). See archbench.bench.measure.doctor for how the figure is used.""
 
 from __future__ import annotations
 
-import functools
 import math
 import statistics
 from collections.abc import Sequence
@@ -11,65 +10,15 @@ from dataclasses import dataclass
 from typing import Any
 
 # ----------------------------------------------------------------------------------------------------- noise math
+from archbench.bench.analyze.intervals import t_cdf, t_ppf  # noqa: E402  (the one home of the t maths)
 
 
-def _betacf(a: float, b: float, x: float) -> float:
-    """Continued fraction of the incomplete beta function, modified Lentz's method (Numerical Recipes 6.4)."""
-    tiny, eps = 1e-300, 1e-15
-    qab, qap, qam = a + b, a + 1.0, a - 1.0
-    c, d = 1.0, 1.0 - qab * x / qap
-    d = 1.0 / (d if abs(d) > tiny else tiny)
-    h = d
-    for m in range(1, 1000):
-        m2 = 2 * m
-        for aa in (m * (b - m) * x / ((qam + m2) * (a + m2)), -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2))):
-            d = 1.0 + aa * d
-            d = 1.0 / (d if abs(d) > tiny else tiny)
-            c = 1.0 + aa / c
-            c = c if abs(c) > tiny else tiny
-            h *= d * c
-        if abs(d * c - 1.0) < eps:
-            break
-    return h
-
-
-def _betai(a: float, b: float, x: float) -> float:
-    """Regularized incomplete beta I_x(a, b). The continued fraction converges fast for x < (a + 1) / (a + b + 2);
-    beyond it, the symmetry I_x(a, b) = 1 - I_{1-x}(b, a)."""
-    if x <= 0.0:
-        return 0.0
-    if x >= 1.0:
-        return 1.0
-    front = math.exp(math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x))
-    if x < (a + 1.0) / (a + b + 2.0):
-        return front * _betacf(a, b, x) / a
-    return 1.0 - front * _betacf(b, a, 1.0 - x) / b
-
-
-def t_cdf(t: float, df: float) -> float:
-    """P(T <= t) for Student's t with ``df`` degrees of freedom: for t >= 0, 1 - I_{df/(df+t^2)}(df/2, 1/2) / 2."""
-    tail = 0.5 * _betai(df / 2.0, 0.5, df / (df + t * t))
-    return 1.0 - tail if t >= 0 else tail
-
-
-@functools.lru_cache(maxsize=256)  # pure; the coverage tests call it thousands of times with one df
 def t_quantile(p: float, df: float) -> float:
-    """The p-quantile of Student's t with ``df`` > 0 degrees of freedom (t_{df, p}), e.g. t_quantile(0.975, 7) = 2.365.
+    """The p-quantile of Student's t (analyze.intervals.t_ppf), e.g. t_quantile(0.975, 7) = 2.365."""
+    return t_ppf(p, df)
 
-    Bisection on ``t_cdf`` to 1e-12: no scipy needed, and a few hundred microseconds are nothing next to a probe."""
-    if not 0.0 < p < 1.0:
-        raise ValueError(f"t_quantile: p must be in (0, 1), got {p}")
-    if not df > 0:
-        raise ValueError(f"t_quantile: df must be > 0, got {df}")
-    if p < 0.5:
-        return -t_quantile(1.0 - p, df)
-    lo, hi = 0.0, 1.0
-    while t_cdf(hi, df) < p:  # t_{1, 0.9995} is 636.6: a few doublings at most
-        lo, hi = hi, hi * 2.0
-    while hi - lo > 1e-12 * max(1.0, hi):
-        mid = 0.5 * (lo + hi)
-        lo, hi = (mid, hi) if t_cdf(mid, df) < p else (lo, mid)
-    return 0.5 * (lo + hi)
+
+__all__ = ["t_cdf", "t_quantile"]
 
 
 @dataclass(frozen=True)

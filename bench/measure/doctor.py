@@ -60,8 +60,6 @@ from typing import Any
 
 from archbench.bench.analyze.noise import (  # noqa: F401  (re-exported: doctor's API)
     NoiseFigure,
-    _betacf,
-    _betai,
     cv,
     noise_figure,
     robust_cv,
