@@ -7,6 +7,21 @@ tokens: (B, N) int64 in [0, vocab_size) -> logits (B, N, vocab_size).
             Attn: q, k, v, o Linear(D, D) without bias; rotary embedding on q and k; causal SDPA
             SwiGLU: w2(silu(w1 x) * w3 x), hidden F = multiple_of * ceil((2/3 * 4D) / multiple_of)
     head    RMSNorm, Linear(D -> V) without bias, untied from the embedding
+
+KV cache (inference only; ``forward`` does not use it). A cache is a pair of stacked tensors k, v of shape
+(layers, B, kv_heads, T, head_dim), explicit inputs and outputs so that a step exports to ONNX/torch.export with
+past key/values as graph inputs and outputs (no lists, dicts or Python branches on tensor values):
+
+    Llama.step(tokens, past_k, past_v)           growing cache: appends N tokens, returns (logits, k, v) with T + N
+    Llama.step_static(tokens, cache_k, cache_v, pos)  fixed capacity (static shapes, for torch.compile): writes N
+                                                      tokens at slots [pos, pos + N), masks the unwritten slots
+    generate(model, prompt, new_tokens)          greedy decoding: prefill = one step over the prompt from an empty
+                                                 cache (T = 0), then one step per generated token
+    kv_cache_bytes(model, context, batch)        2 * layers * kv_heads * head_dim * context * batch * dtype size
+
+The N new tokens sit at positions pos + [0, N) (pos = cached length): RoPE uses those positions (computed on the
+fly, so beyond cfg.seq_len too) and query i sees key j iff j <= pos + i, i.e. the causal mask is aligned
+bottom-right. kv_heads == heads (no grouped-query attention in this family).
 """
 
 from __future__ import annotations
@@ -53,6 +68,14 @@ def rope_tables(seq_len: int, head_dim: int, theta: float) -> tuple[Tensor, Tens
     return angles.cos(), angles.sin()
 
 
+def rope_at(positions: Tensor, head_dim: int, theta: float) -> tuple[Tensor, Tensor]:
+    """cos, sin of shape (N, head_dim) at any positions (N,): the rows of ``rope_tables``, without a length cap."""
+    inv_freq = theta ** (-torch.arange(0, head_dim, 2, dtype=torch.float32, device=positions.device) / head_dim)
+    angles = positions.to(torch.float32)[:, None] * inv_freq[None, :]  # (N, head_dim/2)
+    angles = torch.cat([angles, angles], dim=-1)  # (N, head_dim)
+    return angles.cos(), angles.sin()
+
+
 def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
     """Rotate pairs (x_i, x_{i + d/2}) by the position angle ("rotate half" form). x: (B, H, N, d)."""
     x1, x2 = x.chunk(2, dim=-1)
@@ -82,6 +105,41 @@ class CausalSelfAttention(nn.Module):
         y = attention(q, k, split(self.wv(x)), causal=True, fused=self.fused)  # (B, H, N, d)
         return self.wo(y.transpose(1, 2).reshape(B, N, D))
 
+    def step(self, x: Tensor, cos: Tensor, sin: Tensor, cache_k: Tensor, cache_v: Tensor, positions: Tensor,
+             static: bool) -> tuple[Tensor, Tensor, Tensor]:
+        """x (B, N, D) at positions (N,); cache_k, cache_v (B, H, T, d) -> (y (B, N, D), k, v).
+
+        static=False appends: k, v are (B, H, T + N, d). static=True writes the new keys and values into the slots
+        ``positions`` of a fixed-capacity cache: k, v keep their shape (B, H, T_max, d).
+        """
+        B, N, D = x.shape
+
+        def split(t: Tensor) -> Tensor:  # (B, N, D) -> (B, H, N, d)
+            return t.view(B, N, self.heads, D // self.heads).transpose(1, 2)
+
+        q = apply_rope(split(self.wq(x)), cos, sin)
+        k_new = apply_rope(split(self.wk(x)), cos, sin)
+        v_new = split(self.wv(x))
+        if static:
+            k, v = cache_k.index_copy(2, positions, k_new), cache_v.index_copy(2, positions, v_new)
+        else:
+            k, v = torch.cat([cache_k, k_new], dim=2), torch.cat([cache_v, v_new], dim=2)
+        y = self._attend(q, k, v, positions, static)  # (B, H, N, d)
+        return self.wo(y.transpose(1, 2).reshape(B, N, D)), k, v
+
+    def _attend(self, q: Tensor, k: Tensor, v: Tensor, positions: Tensor, static: bool) -> Tensor:
+        # The fused kernel's causal mask is top-left aligned (query i sees keys j <= i), right only without a past.
+        # A single query needs no mask (the newest token sees every cached key), so it runs unmasked. Anything
+        # else (several new tokens after a past, or a fixed-capacity cache whose unwritten slots must be masked)
+        # takes plain SDPA with an explicit mask. These branches test shapes, never tensor values.
+        n_q, n_k = q.shape[2], k.shape[2]
+        if self.fused and not static and n_q == n_k:  # prefill from an empty cache
+            return attention(q, k, v, causal=True, fused=True)
+        if self.fused and not static and n_q == 1:  # decode: one token
+            return attention(q, k, v, causal=False, fused=True)
+        visible = torch.arange(n_k, device=q.device)[None, :] <= positions[:, None]  # (N_q, N_k): j <= pos + i
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=visible)
+
 
 class SwiGLU(nn.Module):
     """x: (B, N, D) -> (B, N, D); w2(silu(w1 x) * w3 x)."""
@@ -110,6 +168,13 @@ class DecoderBlock(nn.Module):
         x = x + self.attn(self.attn_norm(x), cos, sin)
         return x + self.mlp(self.mlp_norm(x))
 
+    def step(self, x: Tensor, cos: Tensor, sin: Tensor, cache_k: Tensor, cache_v: Tensor, positions: Tensor,
+             static: bool) -> tuple[Tensor, Tensor, Tensor]:
+        """``forward`` with a KV cache: see ``CausalSelfAttention.step``."""
+        a, k, v = self.attn.step(self.attn_norm(x), cos, sin, cache_k, cache_v, positions, static)
+        x = x + a
+        return x + self.mlp(self.mlp_norm(x)), k, v
+
 
 class Llama(nn.Module):
     """tokens (B, N) int64 -> logits (B, N, vocab_size)."""
@@ -125,6 +190,8 @@ class Llama(nn.Module):
         )
         self.norm = RMSNorm(dim, cfg.eps, fused=cfg.fused)
         self.lm_head = nn.Linear(dim, cfg.vocab_size, bias=False)
+        # Shape facts for the KV cache and its cost model (plain ints, not buffers).
+        self.dim, self.layers, self.kv_heads, self.head_dim = dim, cfg.depth, cfg.heads, dim // cfg.heads
         # RoPE is computed, not learned: non-persistent buffers, absent from the state_dict.
         cos, sin = rope_tables(cfg.seq_len, dim // cfg.heads, cfg.rope_theta)
         self.register_buffer("rope_cos", cos, persistent=False)
@@ -148,6 +215,77 @@ class Llama(nn.Module):
         for block in self.blocks:
             x = block(x, cos, sin)
         return self.lm_head(self.norm(x))
+
+    def new_cache(self, batch: int, capacity: int = 0, dtype: torch.dtype | None = None,
+                  device: torch.device | str | None = None) -> tuple[Tensor, Tensor]:
+        """Zero k, v of shape (layers, batch, kv_heads, capacity, head_dim), in the weights' dtype and device by
+        default: capacity 0 is the empty cache ``step`` starts from; capacity > 0 the buffer of ``step_static``."""
+        w = self.embed.weight
+        shape = (self.layers, batch, self.kv_heads, capacity, self.head_dim)
+        k = torch.zeros(shape, dtype=dtype or w.dtype, device=device or w.device)
+        return k, torch.zeros_like(k)
+
+    def step(self, tokens: Tensor, past_k: Tensor, past_v: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """tokens (B, N) following the T cached ones; past_k, past_v (layers, B, kv_heads, T, head_dim) ->
+        (logits (B, N, vocab_size), k, v (layers, B, kv_heads, T + N, head_dim)).
+
+        Positions are T + [0, N), taken from the cache's shape. T = 0 with the whole prompt is the prefill, N = 1 a
+        decode step. logits equal ``forward(all T + N tokens)[:, T:]`` up to float rounding. Each step returns new
+        stacked tensors (a copy of the cache): simple and export-friendly rather than fast.
+        """
+        positions = torch.arange(tokens.shape[1], device=tokens.device) + past_k.shape[3]
+        return self._step(tokens, past_k, past_v, positions, static=False)
+
+    def step_static(self, tokens: Tensor, cache_k: Tensor, cache_v: Tensor,
+                    pos: int | Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Fixed-capacity ``step``: cache_k, cache_v (layers, B, kv_heads, T_max, head_dim) hold tokens [0, pos);
+        tokens (B, N) go to slots [pos, pos + N) (pos + N <= T_max). Returns (logits (B, N, vocab_size), k, v) with
+        k, v the same shape as the inputs, so every step has static shapes (pass pos as a 0-d int64 tensor so
+        torch.compile does not specialize on it). Attention always runs unfused: slots past the written ones
+        are masked, which the fused kernel's causal mask cannot express.
+        """
+        positions = torch.arange(tokens.shape[1], device=tokens.device) + pos
+        return self._step(tokens, cache_k, cache_v, positions, static=True)
+
+    def _step(self, tokens: Tensor, cache_k: Tensor, cache_v: Tensor, positions: Tensor,
+              static: bool) -> tuple[Tensor, Tensor, Tensor]:
+        x = self.embed(tokens)  # (B, N, D)
+        cos, sin = rope_at(positions, self.head_dim, self.cfg.rope_theta)  # (N, d) each
+        cos, sin = cos.to(x.dtype), sin.to(x.dtype)
+        ks, vs = [], []
+        for i, block in enumerate(self.blocks):
+            x, k, v = block.step(x, cos, sin, cache_k[i], cache_v[i], positions, static)
+            ks.append(k)
+            vs.append(v)
+        return self.lm_head(self.norm(x)), torch.stack(ks), torch.stack(vs)
+
+
+def kv_cache_bytes(model: Llama, context: int, batch: int = 1, dtype: torch.dtype | None = None) -> int:
+    """Analytic KV-cache size: 2 (k and v) * layers * kv_heads * head_dim * context * batch * bytes per element
+    (dtype defaults to the weights')."""
+    itemsize = (dtype or model.embed.weight.dtype).itemsize
+    return 2 * model.layers * model.kv_heads * model.head_dim * context * batch * itemsize
+
+
+@torch.no_grad()
+def generate(model: Llama, prompt: Tensor, new_tokens: int, static: bool = False) -> Tensor:
+    """Greedy decoding with the KV cache: prompt (B, P) int64 -> (B, P + new_tokens), the prompt followed by the
+    argmax tokens. One prefill step over the prompt, then one step per token (the last token is never fed back).
+    static=True uses ``step_static`` with a cache of capacity P + new_tokens - 1. Rows share one length (no
+    padding)."""
+    B, P = prompt.shape
+    if new_tokens <= 0:
+        return prompt.clone()
+    k, v = model.new_cache(B, P + new_tokens - 1 if static else 0)
+    logits, k, v = model.step_static(prompt, k, v, 0) if static else model.step(prompt, k, v)
+    out = [prompt]
+    for i in range(new_tokens):
+        nxt = logits[:, -1].argmax(-1, keepdim=True)  # (B, 1)
+        out.append(nxt)
+        if i + 1 < new_tokens:
+            pos = P + i
+            logits, k, v = model.step_static(nxt, k, v, pos) if static else model.step(nxt, k, v)
+    return torch.cat(out, dim=1)
 
 
 @register_model
