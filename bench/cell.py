@@ -5,7 +5,7 @@
     Job.from_json(job.to_json()) == job   # how a group of cells crosses the pipe to a measuring worker
 
 A ``Cell`` is frozen and hashable. What identifies it is its fields except ``options``; ``Options`` holds what changes
-how it is measured but not what it is (input shape override, fidelity samples, calibration, training settings).
+how it is measured but not what it is (input shape override, fidelity samples, calibration, training and generation settings).
 A ``Job`` is what one worker process receives: cells that share everything but the batch size, measured after one
 model build and one runtime preparation, plus the stop rule, the run id and the artefact folder.
 
@@ -18,7 +18,7 @@ import json
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
-MODES = ("infer", "train", "maxbatch-trial")
+MODES = ("infer", "train", "maxbatch-trial", "generate")
 
 
 def canonical_knobs(knobs: dict[str, Any] | None) -> str:
@@ -45,6 +45,8 @@ class Options:
     mem_cap_mib: float | None = None
     find_max_batch: bool = False
     max_batch_limit: int | None = None
+    # --- mode generate (archbench.bench.measure.generate); the prompt is the model's example input (its seq_len)
+    new_tokens: int = 0  # tokens generated per timed generation: 1 from the prefill, new_tokens - 1 decode steps
 
 
 @dataclass(frozen=True)

@@ -114,6 +114,21 @@ class Record:
     time_to_train_s: float | None = None  # train_samples / throughput_sps (steady state, no data loading)
     max_batch: int | None = None  # --find-max-batch: largest batch that fit (0: none)
     mem_cap_mib: float | None = None  # memory cap the cell ran under (CPU: RSS; CUDA: allocator)
+    # --- generation (archbench.bench.measure.generate; mode generate: latency_* = one decode step, i.e. TPOT, the
+    # first generated token excluded; throughput_sps = tokens/s = batch / mean decode step; macs/flops = one decode
+    # step at this batch at the mean context)
+    prompt_len: int | None = None  # tokens in the prompt (the model's example input: its seq_len)
+    new_tokens: int | None = None  # tokens generated: the first by the prefill, then new_tokens - 1 decode steps
+    ttft_ms: float | None = None  # time to first token: prefill + argmax; per repetition the median, combined as p50
+    ttft_p95_ms: float | None = None
+    ttft_lo_ms: float | None = None  # 95% interval of ttft_ms over repetitions
+    ttft_hi_ms: float | None = None
+    e2e_ms: float | None = None  # one whole generation: prefill + every decode step (median per repetition)
+    prefill_macs: int | None = None  # MACs of the prefill at this batch
+    kv_cache_mib: float | None = None  # analytic: 2 x layers x kv_heads x head_dim x (prompt + new) x batch x bytes
+    kv_rss_growth_mib: float | None = None  # measured: peak RSS during a generation - RSS before its prefill
+    decode_bytes: int | None = None  # read per decode step: weights (less the embedding table) + KV cache
+    decode_gbps: float | None = None  # decode_bytes / TPOT p50 / 1e9
     # --- the runtime, as it reported itself (archbench.bench.measure.runtimes)
     runtime_version: str = ""  # version of the package that ran the model (torch, onnxruntime, openvino)
     runtime_threads: int | None = None  # intra-op threads the runtime says it used
@@ -143,6 +158,10 @@ class Record:
     rep_mean_ms: list[float] = field(default_factory=list)
     rep_rounds: list[int] = field(default_factory=list)  # the run's round each repetition ran in (pairs speedups)
     samples_by_rep: list[list[float]] = field(default_factory=list)
+    rep_ttft_ms: list[float] = field(default_factory=list)  # mode generate: each repetition's TTFT median
+    rep_ttft_p95_ms: list[float] = field(default_factory=list)
+    rep_e2e_ms: list[float] = field(default_factory=list)
+    ttft_samples_ms: list[float] = field(default_factory=list)  # every timed generation's TTFT
 
     def fill_latency(self, samples_ms: list[float], *, first_ms: float | None, warmup_iters: int,
                      measure_s: float, other_cpu_pct: float | None, flops_per_call: float | None = None,
@@ -210,7 +229,11 @@ class Record:
         missing = [k for k in _IDENTITY if k not in d]
         if missing:
             raise ValueError(f"record without {', '.join(missing)}")
-        return cls(**{k: v for k, v in d.items() if k in _FIELDS})
+        kept = {k: v for k, v in d.items() if k in _FIELDS}
+        for k, v in kept.items():
+            if not _TYPE_OK[_FIELD_TYPES[k]](v):
+                raise ValueError(f"field {k} is {v!r:.40}, not {_FIELD_TYPES[k]}")
+        return cls(**kept)
 
 
 def _v1_to_v2(d: dict[str, Any]) -> dict[str, Any]:
@@ -240,6 +263,30 @@ def _v2_to_v3(d: dict[str, Any]) -> dict[str, Any]:
 # MIGRATIONS[v] turns a record dict of schema v into one of schema v + 1.
 MIGRATIONS = {1: _v1_to_v2, 2: _v2_to_v3}
 _FIELDS = {f.name for f in fields(Record)}
+_FIELD_TYPES = {f.name: str(f.type) for f in fields(Record)}
+
+
+def _num(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _nums(v: Any) -> bool:
+    return isinstance(v, list) and all(_num(x) for x in v)
+
+
+# What a JSON value of each annotated field type may be (a record read back is checked field by field, so a stray
+# edit or a foreign file is a named warning, not a crash three modules later). JSON has no NaN/inf literals of its
+# own, but Python's json writes and reads them: floats are floats whatever their value.
+_TYPE_OK: dict[str, Any] = {
+    "str": lambda v: isinstance(v, str),
+    "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
+    "int | None": lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool)),
+    "float | None": lambda v: v is None or _num(v),
+    "bool | None": lambda v: v is None or isinstance(v, bool),
+    "list[float]": _nums,
+    "list[int]": lambda v: isinstance(v, list) and all(isinstance(x, int) and not isinstance(x, bool) for x in v),
+    "list[list[float]]": lambda v: isinstance(v, list) and all(_nums(x) for x in v),
+}
 _IDENTITY = ("model", "runtime", "precision", "batch", "device", "threads")
 
 CellKey = tuple
@@ -266,14 +313,18 @@ def append_jsonl(path: Path, rec: Record) -> None:
                 rd.seek(-1, os.SEEK_END)
                 if rd.read(1) != b"\n":
                     line = "\n" + line
+                    import sys
+
+                    rd.seek(0)
+                    n = rd.read().count(b"\n") + 1
+                    print(f"archbench: warning: {path} line {n} is a partial record (a crash or a full disk "
+                          "mid-write): it is left in place, ended, and skipped by every reader", file=sys.stderr)
         fh.write(line.encode("utf-8"))
         fh.flush()
         os.fsync(fh.fileno())
 
 
-def read_jsonl(path: Path, bad: list[str] | None = None) -> Iterator[dict[str, Any]]:
-    """The JSON objects of a JSONL file. A line that is not a JSON object (a truncated write, a stray edit) is
-    skipped; with ``bad`` given, a note naming the file and line is appended to it."""
+def _json_lines(path: Path, bad: list[str] | None) -> Iterator[tuple[int, dict[str, Any]]]:
     with open(path, "rb") as fh:
         for i, raw in enumerate(fh, 1):
             line = raw.decode("utf-8", "replace").strip()
@@ -281,30 +332,43 @@ def read_jsonl(path: Path, bad: list[str] | None = None) -> Iterator[dict[str, A
                 continue
             try:
                 obj = json.loads(line)
-            except json.JSONDecodeError:
+            except (json.JSONDecodeError, RecursionError):
                 obj = None
             if isinstance(obj, dict):
-                yield obj
+                yield i, obj
             elif bad is not None:
-                bad.append(f"{path} line {i}: not a JSON record (a partial write?): skipped")
+                what = "not a JSON record (a partial write?)" if obj is None else f"a JSON {type(obj).__name__}, not a record"
+                bad.append(f"{path} line {i}: {what}: skipped")
 
 
-def read_records(path: Path) -> list[Record]:
+def read_jsonl(path: Path, bad: list[str] | None = None) -> Iterator[dict[str, Any]]:
+    """The JSON objects of a JSONL file. A line that is not a JSON object (a truncated write, a stray edit) is
+    skipped; with ``bad`` given, a note naming the file and line is appended to it."""
+    for _, obj in _json_lines(path, bad):
+        yield obj
+
+
+def read_records(path: Path, versions: set[int] | None = None) -> list[Record]:
     """Every record of a records.jsonl as ``Record`` objects (older schemas migrated; see ``Record.from_dict``).
 
-    Raises SchemaError when a record is of a newer schema than this code knows. Lines that cannot be read are
-    skipped with one warning line each on stderr, naming the file and line."""
+    Raises SchemaError when a record is of a newer schema than this code knows. Lines that cannot be read (not
+    JSON, not an object, identity fields missing, a field of the wrong type) are skipped with one warning line each
+    on stderr, naming the file, the line and why. ``versions``, when given, collects the schema_version of every
+    record read (the one schema check of merge.check_schema refuses to mix them)."""
     import sys
 
     out = []
     bad: list[str] = []
-    for d in read_jsonl(path, bad):
+    for i, d in _json_lines(path, bad):
         try:
             out.append(Record.from_dict(d))
         except SchemaError as e:
-            raise SchemaError(f"{path}: {e}") from None
-        except (TypeError, ValueError) as e:
-            bad.append(f"{path}: a record that cannot be read ({str(e).splitlines()[0][:120]}): skipped")
+            raise SchemaError(f"{path} line {i}: {e}") from None
+        except (TypeError, ValueError, KeyError) as e:
+            bad.append(f"{path} line {i}: not a readable record ({str(e).splitlines()[0][:120]}): skipped")
+            continue
+        if versions is not None:
+            versions.add(d.get("schema_version", 1))
     for note in bad:
         print(f"archbench: warning: {note}", file=sys.stderr)
     return out
@@ -319,8 +383,14 @@ def latest_per_cell(records: Iterable[Record]) -> list[Record]:
 
 
 def write_csv(path: Path, records: Iterable[Record]) -> None:
-    with open(path, "w", newline="", encoding="utf-8") as fh:
-        w = csv.DictWriter(fh, fieldnames=CSV_FIELDS, extrasaction="ignore")
-        w.writeheader()
-        for r in records:
-            w.writerow(asdict(r))
+    """The records as CSV (CSV_FIELDS columns), written atomically."""
+    import io
+
+    from archbench.bench.atomic import atomic_write
+
+    buf = io.StringIO(newline="")
+    w = csv.DictWriter(buf, fieldnames=CSV_FIELDS, extrasaction="ignore")
+    w.writeheader()
+    for r in records:
+        w.writerow(asdict(r))
+    atomic_write(path, buf.getvalue())

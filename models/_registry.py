@@ -15,6 +15,7 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import inspect
+import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -122,12 +123,70 @@ def get_entry(name: str) -> ModelEntry:
         raise ValueError(msg) from None
 
 
-def create_model(name: str, **knobs: Any) -> nn.Module:
-    """Build a registered model. Unknown knobs raise ValueError listing the model's knobs."""
+def _kind(default: Any, annotation: Any) -> str:
+    """bool | int | float | str | any: a knob's type, from its default, else from its annotation (``int | None``)."""
+    for t in (bool, int, float, str):
+        if type(default) is t:
+            return t.__name__
+    text = str(annotation)
+    for name in ("bool", "int", "float", "str"):
+        if re.search(rf"\b{name}\b", text):
+            return name
+    return "any"
+
+
+def _check_value(name: str, knob: str, value: Any, kind: str, nullable: bool) -> Any:
+    """One knob against its type. Every numeric zoo knob is a size (width multiplier, depth, resolution, sequence
+    length, classes...): it must be > 0. Returns the value (8.0 for an int knob -> 8)."""
+    where = f"model {name!r}: knob {knob}={value!r}"
+    if value is None and nullable:
+        return None
+    if kind == "bool":
+        if not isinstance(value, bool):
+            raise ValueError(f"{where}: expected true or false")
+    elif kind == "int":
+        ok = isinstance(value, int) and not isinstance(value, bool)
+        if isinstance(value, float) and math.isfinite(value) and value == int(value):
+            value, ok = int(value), True
+        if not ok or value < 1:
+            raise ValueError(f"{where}: expected a whole number >= 1")
+    elif kind == "float":
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+            raise ValueError(f"{where}: expected a number > 0")
+        value = float(value)
+    elif kind == "str" and not isinstance(value, str):
+        raise ValueError(f"{where}: expected a string")
+    return value
+
+
+def check_knobs(name: str, knobs: dict[str, Any]) -> dict[str, Any]:
+    """Validate knobs for a registered model without building it: unknown names (listing the model's knobs) and
+    values of the wrong type or range raise ValueError with one line naming the knob and what is allowed.
+    Returns the knobs with integral floats of int knobs made ints."""
     entry = get_entry(name)
     unknown = sorted(set(knobs) - set(entry.knobs))
     if unknown:
         raise ValueError(
             f"model {name!r} has no knob {', '.join(unknown)}; its knobs are: {', '.join(entry.knobs)}"
         )
-    return entry.fn(**knobs)
+    params = inspect.signature(entry.fn).parameters
+    out = {}
+    for k, v in knobs.items():
+        default, annotation = entry.knobs[k], params[k].annotation
+        nullable = default is None or "None" in str(annotation)
+        out[k] = _check_value(name, k, v, _kind(default, annotation), nullable)
+    return out
+
+
+def create_model(name: str, **knobs: Any) -> nn.Module:
+    """Build a registered model. Unknown knobs, knob values of the wrong type or range (``check_knobs``) and
+    combinations the family cannot build (a patch size that does not divide the resolution...) raise ValueError."""
+    entry = get_entry(name)
+    knobs = check_knobs(name, knobs)
+    try:
+        return entry.fn(**knobs)
+    except (ValueError, TypeError, AssertionError, RuntimeError, ZeroDivisionError) as e:
+        text = ", ".join(f"{k}={v!r}" for k, v in knobs.items())
+        msg = str(e).strip().splitlines()
+        raise ValueError(f"model {name!r} cannot be built with {text or 'its defaults'}: "
+                         f"{msg[0] if msg else type(e).__name__}") from e

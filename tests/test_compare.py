@@ -247,7 +247,7 @@ def test_cli_markdown_json_csv(tmp_path: Path, capsys: pytest.CaptureFixture[str
 
 
 @pytest.mark.parametrize("args, message", [
-    ([str(BASE), str(OLD_SCHEMA)], "refusing to mix record schema versions"),
+    ([str(BASE), str(OLD_SCHEMA)], "schema_version 0 is not a positive integer"),
     ([str(BASE), str(NEW), "--fail-on", "p95:+10%"], "unknown --fail-on metric 'p95'"),
     ([str(BASE), str(NEW), "--alpha", "1.5"], "--alpha must be between 0 and 1"),
     ([str(BASE), "nope/"], "no such file or folder: nope"),

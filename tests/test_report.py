@@ -314,8 +314,18 @@ def test_same_hostname_different_fingerprint_gets_distinct_labels() -> None:
     assert labels == ["synthetic-laptop (torch 2.13.0+cpu)", "synthetic-laptop (torch 2.14.0+cpu)"]
 
 
-def test_merge_refuses_mixed_schema_versions() -> None:
-    with pytest.raises(UsageError, match=r"refusing to mix record schema versions \(v0: .*synthetic_old_schema"):
+def test_merge_refuses_mixed_schema_versions(tmp_path: Path) -> None:
+    from dataclasses import asdict
+
+    from archbench.bench.record import Record
+
+    new = tmp_path / "new.jsonl"  # a current-schema record next to the schema-1 fixtures
+    new.write_text(json.dumps(asdict(Record(model="m", runtime="torch", precision="fp32", batch=1, device="cpu",
+                                            threads=1))) + "\n")
+    with pytest.raises(UsageError, match=rf"refusing to mix record schema versions \(v1: .*synthetic_run.*; "
+                                         rf"v{SCHEMA_VERSION}: .*new.jsonl"):
+        load_records([RUN, new])
+    with pytest.raises(UsageError, match=r"synthetic_old_schema.jsonl line 1: schema_version 0 is not a positive"):
         load_records([RUN, FIX / "synthetic_old_schema.jsonl"])
 
 
@@ -380,7 +390,7 @@ def test_cli_report_budget_option(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 @pytest.mark.parametrize("args, message", [
-    (["report", str(RUN), str(FIX / "synthetic_old_schema.jsonl"), "--no-measure"], "refusing to mix record schema"),
+    (["report", str(RUN), str(FIX / "synthetic_old_schema.jsonl"), "--no-measure"], "schema_version 0 is not a positive"),
     (["report", "no/such/run", "--no-measure"], "no such file or folder: no/such/run"),
 ])
 def test_cli_report_usage_errors(args: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:

@@ -68,3 +68,40 @@ def forward_sleeps() -> tuple[nn.Module, torch.Tensor]:
 
 def forward_dies() -> tuple[nn.Module, torch.Tensor]:
     return _Dies(), torch.randn(1, 3, 16, 16)
+
+
+def exits() -> nn.Module:
+    import sys
+
+    sys.exit(3)  # a factory that calls sys.exit(): reported, not obeyed
+
+
+def interrupts() -> nn.Module:
+    raise KeyboardInterrupt  # a factory that raises KeyboardInterrupt itself
+
+
+def colours() -> nn.Module:
+    raise ValueError("\x1b[31mred alert\x1b[0m from a factory that prints in colour")
+
+
+class _NaN(_Small):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x) * float("nan")
+
+
+def nan_out() -> tuple[nn.Module, torch.Tensor]:
+    return _NaN(), torch.randn(1, 3, 16, 16)
+
+
+class _TwoInputs(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(8, 4)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return self.fc(x) + self.fc(y)
+
+
+def two_inputs() -> nn.Module:
+    """Two inputs and no example: one --input-shape cannot describe it."""
+    return _TwoInputs()

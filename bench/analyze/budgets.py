@@ -103,8 +103,8 @@ def parse_term(text: str, where: str = "") -> Term:
     except ValueError:
         raise UsageError(f"bad budget term {text.strip()!r}{ctx}: {num!r} is not a number "
                          "(units live in the metric's name: p95_ms <= 20, size_mib <= 30)") from None
-    if math.isnan(limit):
-        raise UsageError(f"bad budget term {text.strip()!r}{ctx}: the limit is NaN")
+    if not math.isfinite(limit):
+        raise UsageError(f"bad budget term {text.strip()!r}{ctx}: the limit is {limit}; expected a finite number")
     return Term(met, op, limit, text.strip())
 
 
@@ -136,6 +136,12 @@ def _load_toml(path: Path) -> dict[str, Any]:
         raise UsageError(f"no such budget file: {path}") from None
     except tomllib.TOMLDecodeError as e:
         raise UsageError(f"budget file {path} is not valid TOML: {e}") from None
+    except UnicodeDecodeError as e:
+        raise UsageError(f"budget file {path} is not UTF-8 text (byte {e.start}): TOML files are UTF-8") from None
+    except IsADirectoryError:
+        raise UsageError(f"budget file {path} is a folder") from None
+    except RecursionError:
+        raise UsageError(f"budget file {path} nests too deeply to read") from None
 
 
 def parse_profile(name: str, table: dict[str, Any], source: str, section: str = "profiles") -> Budget:
@@ -340,6 +346,10 @@ def _per_rep(r: Record, quantile: float) -> list[float]:
 
 def judge_term(term: Term, r: Record, confidence: float, context: Sequence[Record] = ()) -> TermVerdict:
     met = term.metric
+    if met.mode and (r.mode or "infer") != met.mode:  # tpot_ms, tokens_per_s... on a record of another mode
+        return TermVerdict(term, INCONCLUSIVE, reason=met.read(r, context)[1])
+    if met.rep_field and len(getattr(r, met.rep_field) or []) >= 2:  # ttft_ms, e2e_ms: their own repetitions
+        return judge_over_repetitions(term, getattr(r, met.rep_field), confidence)
     if met.quantile is not None and met.samples:
         per_rep = _per_rep(r, met.quantile)
         if len(per_rep) >= 2:
@@ -355,7 +365,7 @@ def judge_term(term: Term, r: Record, confidence: float, context: Sequence[Recor
         # The mean and throughput (= batch / mean) over repetitions, with their interval.
         per_rep = [m if met.field == "latency_mean_ms" else r.batch * 1000.0 / m for m in r.rep_mean_ms if m > 0]
         v = judge_over_repetitions(term, per_rep, confidence)
-        unit = "ms" if met.field == "latency_mean_ms" else "samples/s"
+        unit = "ms" if met.field == "latency_mean_ms" else met.unit
         return TermVerdict(v.term, v.verdict, v.value, v.lower, v.upper, v.n, v.samples_needed,
                            v.reason.replace("] ms over", f"] {unit} over"))
     value, why = met.read(r, context)

@@ -134,6 +134,7 @@ class RuntimeWinner:
     speedup_lo: float | None = None  # its 95% interval (None with fewer than 2 paired repetitions)
     speedup_hi: float | None = None
     pairs: int = 1  # paired repetitions the interval rests on
+    knobs: str = ""  # the builder knobs of the model (a generate record's seq_len: its prompt length)
 
     @property
     def significant(self) -> bool | None:
@@ -162,7 +163,7 @@ def runtime_winners(records: Sequence[Record]) -> list[RuntimeWinner]:
             runner_up_p50_ms=second.latency_p50_ms,
             speedup=iv.estimate if iv else second.latency_p50_ms / best.latency_p50_ms,
             p_value=_p_value(second, best), speedup_lo=iv.lo if iv else None, speedup_hi=iv.hi if iv else None,
-            pairs=iv.n if iv else 1))
+            pairs=iv.n if iv else 1, knobs=best.knobs or ""))
     return out
 
 

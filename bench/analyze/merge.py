@@ -24,7 +24,7 @@ from typing import Any
 
 from archbench.bench.env import fingerprint
 from archbench.bench.errors import UsageError
-from archbench.bench.record import SCHEMA_VERSION, Record, SchemaError, read_jsonl
+from archbench.bench.record import SCHEMA_VERSION, Record, SchemaError, read_records
 
 
 def resolve_paths(paths: Iterable[str | Path]) -> list[Path]:
@@ -60,16 +60,11 @@ class RunFile:
 
 def read_run(path: Path) -> RunFile:
     """One records file as Records (Record.from_dict: older schemas migrated); UsageError for one it cannot read."""
-    records: list[Record] = []
-    versions = set()
-    for d in read_jsonl(path):
-        versions.add(d.get("schema_version", 1))
-        try:
-            records.append(Record.from_dict(d))
-        except SchemaError:
-            continue  # check_schema refuses it, naming the versions and files
-        except (TypeError, ValueError):
-            continue  # not a record (no identity fields)
+    versions: set[int] = set()
+    try:
+        records = read_records(path, versions)  # bad lines: one warning each, naming file and line
+    except SchemaError as e:
+        raise UsageError(str(e)) from None
     return RunFile(path, tuple(records), frozenset(versions))
 
 

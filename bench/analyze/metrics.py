@@ -9,6 +9,7 @@ Used by budgets (``archbench check``, ``run --budget``, the pytest plugin), ``co
 (objective and Pareto axes) and reports. A metric is
 
 - a Record field read as recorded (``size_mib``, ``peak_rss_mib``, ``top1_agree``...);
+- a value with per-repetition values (``rep_field``: TTFT, a generation): budgets judge it over repetitions;
 - a latency percentile (``quantile`` set): its Record field when the record has it, else the percentile of the raw
   samples in ``samples`` (``samples_ms``); budgets judge it from those samples with confidence bounds
   (archbench.bench.analyze.orderstats), ``compare`` tests its change by bootstrapping ``stat`` on them;
@@ -57,6 +58,11 @@ class Metric:
     context: bool = False  # derived from other records (siblings): needs them to be read
     reference: float | None = None  # its value on the fidelity reference itself (torch fp32 eager)
     derive: Callable[[Record, Sequence[Record]], Reading] | None = None
+    # The Record list of its per-repetition values (one per worker process), when it is not a latency percentile:
+    # budgets judge it over repetitions with an interval (analyze.intervals), as p50_ms is, once it holds >= 2.
+    rep_field: str | None = None
+    mode: str | None = None  # the records it applies to (Record.mode); None: any
+
 
     @property
     def sign(self) -> float:
@@ -70,6 +76,9 @@ class Metric:
 
     def read(self, rec: Record, context: Sequence[Record] = ()) -> Reading:
         """The point value of this metric on ``rec``; ``context`` holds the records a derived metric looks in."""
+        if self.mode and (rec.mode or "infer") != self.mode:
+            return Reading(None, f"no {self.name}: it is measured by --mode {self.mode}, this record is "
+                                 f"{rec.mode or 'infer'}")
         if self.derive is not None:
             return self.derive(rec, context)
         raw = getattr(rec, self.field) if self.field else None
@@ -122,9 +131,9 @@ def _time_to_train_h(r: Record, context: Sequence[Record]) -> Reading:
     return Reading(float(r.time_to_train_s) / 3600.0, "steady-state estimate")
 
 
-def _pct(name: str, q: float, doc: str, field: str | None = None) -> Metric:
+def _pct(name: str, q: float, doc: str, field: str | None = None, mode: str | None = None) -> Metric:
     return Metric(name, "ms", LOWER, doc, field=field, quantile=q, samples="samples_ms",
-                  stat=f"p{round(100 * q)}", timed=True)
+                  stat=f"p{round(100 * q)}", timed=True, mode=mode)
 
 
 METRICS: dict[str, Metric] = {m.name: m for m in [
@@ -169,14 +178,47 @@ METRICS: dict[str, Metric] = {m.name: m for m in [
     Metric("time_to_train_h", "h", LOWER, "time_to_train_s / 3600, hours", stat="mean", timed=True,
            derive=_time_to_train_h),
     Metric("max_batch", "", HIGHER, "largest training batch that fits (--find-max-batch)", "max_batch"),
+    # generation records (archbench run --mode generate, measure.generate): latency_* hold one decode step (TPOT)
+    Metric("ttft_ms", "ms", LOWER, "time to first token: prefill + argmax, median (over repetitions: their "
+           "geometric mean)", "ttft_ms", timed=True, estimate=True, rep_field="rep_ttft_ms", mode="generate"),
+    Metric("ttft_p95_ms", "ms", LOWER, "95th percentile time to first token", "ttft_p95_ms", timed=True,
+           estimate=True, rep_field="rep_ttft_p95_ms", mode="generate"),
+    _pct("tpot_ms", 0.50, "median time per output token after the first: one decode step (confidence bound "
+         "from samples)", "latency_p50_ms", mode="generate"),
+    _pct("tpot_p95_ms", 0.95, "95th percentile time per output token (confidence bound from samples)",
+         "latency_p95_ms", mode="generate"),
+    Metric("tokens_per_s", "tokens/s", HIGHER, "batch x decoded tokens / decode time = batch / mean decode step "
+           "(point estimate)", "throughput_sps", stat="mean", inverse=True, timed=True, estimate=True,
+           mode="generate"),
+    Metric("e2e_ms", "ms", LOWER, "one whole generation: prefill + every decode step, median", "e2e_ms",
+           timed=True, estimate=True, rep_field="rep_e2e_ms", mode="generate"),
+    Metric("kv_cache_mib", "MiB", LOWER, "analytic KV cache at prompt + new tokens: 2 x layers x kv_heads x "
+           "head_dim x context x batch x bytes, MiB", "kv_cache_mib", mode="generate"),
+    Metric("kv_rss_growth_mib", "MiB", LOWER, "measured: peak RSS during a generation - RSS before it, MiB",
+           "kv_rss_growth_mib", mode="generate"),
+    Metric("decode_gbps", "GB/s", HIGHER, "bytes a decode step reads (weights + KV cache) / TPOT p50, GB/s",
+           "decode_gbps", timed=True, estimate=True, mode="generate"),
 ]}
+
+
+
+def _field_aliases() -> dict[str, str]:
+    """Record field -> the first metric above that reads it (p50_ms before step_ms and tpot_ms); a field that is
+    itself a metric's name (throughput_sps, read by tokens_per_s too) stays that metric."""
+    out: dict[str, str] = {}
+    for m in METRICS.values():
+        if m.field and m.field != m.name and m.field not in METRICS:
+            out.setdefault(m.field, m.name)
+    return out
+
 
 # Other names for the metrics above: every Record field a metric reads, and short forms people type.
 ALIASES: dict[str, str] = {
-    **{m.field: m.name for m in METRICS.values() if m.field and m.field != m.name and m.name != "step_ms"},
+    **_field_aliases(),
     "peak_mem_mib": "peak_rss_mib", "rss_mib": "peak_rss_mib", "memory": "peak_rss_mib", "size": "size_mib",
     "latency_ms": "p50_ms", "median_ms": "p50_ms", "top1": "top1_agree", "sqnr": "sqnr_db", "sps": "throughput_sps",
-    "accuracy_drop": "task_metric_drop",
+    "accuracy_drop": "task_metric_drop", "ttft": "ttft_ms", "tpot": "tpot_ms", "tokens_s": "tokens_per_s",
+    "tok_s": "tokens_per_s",
 }
 
 _PCT_RE = re.compile(r"^(?:latency_)?p(\d{1,2}(?:\.\d+)?)_ms$")

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from archbench.bench.cli.argtypes import count
 from archbench.bench.errors import UsageError
 
 if TYPE_CHECKING:
@@ -46,9 +47,9 @@ def add_variant_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("quantization and fidelity")
     g.add_argument("--calibration", metavar="PKG.MOD:FN",
                    help="int8-static calibration data: fn(ctx) -> iterable of {input name: array} (archbench.bench.measure.hooks)")
-    g.add_argument("--calib-batches", type=int, default=None, help="int8-static calibration batches (default 16)")
-    g.add_argument("--calib-batch-size", type=int, default=None, help="samples per calibration batch (default 8)")
-    g.add_argument("--fidelity-samples", type=int, default=None,
+    g.add_argument("--calib-batches", type=count(1), default=None, help="int8-static calibration batches (default 16)")
+    g.add_argument("--calib-batch-size", type=count(1), default=None, help="samples per calibration batch (default 8)")
+    g.add_argument("--fidelity-samples", type=count(0), default=None,
                    help="compare at least this many samples with the fp32 PyTorch model (default 64)")
     g.add_argument("--metric-hook", metavar="PKG.MOD:FN",
                    help="task metric: fn(predict, ctx) -> float, higher is better; recorded as task_metric "
@@ -85,9 +86,10 @@ def check_precisions(text: str) -> None:
 
 def load_records(paths: Sequence[str]) -> list[Record]:
     """Latest record per cell from records.jsonl files (or run folders holding one), as Records."""
-    from archbench.bench.record import SchemaError, latest_per_cell, read_records
+    from archbench.bench.analyze.merge import check_schema, read_run
+    from archbench.bench.record import latest_per_cell
 
-    rows: list[Record] = []
+    runs = []
     for p in paths:
         path = Path(p)
         if path.is_dir():
@@ -96,10 +98,9 @@ def load_records(paths: Sequence[str]) -> list[Record]:
             raise UsageError(f"{p}: give records.jsonl; the CSV has no raw samples to judge percentiles by")
         if not path.is_file():
             raise UsageError(f"no such records file: {path}")
-        try:
-            rows += read_records(path)
-        except SchemaError as e:
-            raise UsageError(str(e)) from None
+        runs.append(read_run(path))
+    check_schema(runs)  # the one schema check of every command: newer or mixed versions are refused
+    rows: list[Record] = [r for run in runs for r in run.records]
     # --find-max-batch trials are memory probes, not cells to judge.
     rows = [r for r in rows if r.mode != "maxbatch-trial"]
     if not rows:
@@ -146,8 +147,10 @@ def judge_and_report(out: Path | None, records: Sequence[Record], budget: Any, a
         fronts = select.pareto_front(records, axes)
         md = out / "report.md"
         section = vr.markdown_section(budget, verdicts, p, fronts, axes, flags, records)
-        with open(md, "a", encoding="utf-8") as fh:
-            fh.write("\n" + section + "\n")
-        (out / "verdicts.json").write_text(json.dumps(vr.verdicts_json(budget, verdicts), indent=2) + "\n")
+        from archbench.bench.atomic import atomic_write
+
+        before = md.read_text(encoding="utf-8", errors="replace") if md.exists() else ""
+        atomic_write(md, before + "\n" + section + "\n")
+        atomic_write(out / "verdicts.json", json.dumps(vr.verdicts_json(budget, verdicts), indent=2) + "\n")
         print(f"verdicts appended to {md}; {out / 'verdicts.json'}", file=sys.stderr)
     return exit_code(verdicts, getattr(args, "strict", False))

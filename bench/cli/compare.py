@@ -10,7 +10,8 @@ import argparse
 import csv
 import json
 import sys
-from pathlib import Path
+
+from archbench.bench.cli.argtypes import count, seed
 
 EPILOG = """examples:
   archbench compare results/base results/new
@@ -41,8 +42,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--force", action="store_true", help="gate cells even when their environment fingerprints differ")
     p.add_argument("--format", choices=("table", "md", "csv", "json"), default="table", help="stdout format")
     p.add_argument("--md", metavar="FILE", help="also write the comparison as markdown to FILE")
-    p.add_argument("--bootstrap", type=int, default=1000, metavar="N", help="bootstrap resamples (default 1000)")
-    p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    p.add_argument("--bootstrap", type=count(100), default=1000, metavar="N", help="bootstrap resamples (default 1000)")
+    p.add_argument("--seed", type=seed, default=0, help="bootstrap seed (default 0)")
     p.add_argument("--noise", type=float, default=None, metavar="PCT",
                    help="run-to-run noise floor in %% (a smaller change is never significant); default: the figure "
                         "`archbench doctor` cached for this machine, if any; 0 to disable")
@@ -65,6 +66,9 @@ def run(args: argparse.Namespace) -> int:
     result = compare(merge_runs(base_runs), merge_runs(new_runs), thresholds, alpha=args.alpha, force=args.force,
                      n_boot=args.bootstrap, seed=args.seed, noise=noise)
     result.noise_source = source
+    if thresholds and not any(c.status == "compared" for c in result.cells):
+        raise UsageError(f"--fail-on gates nothing: no cell of {args.new} is also in {args.base} (same model, knobs, "
+                         "runtime, precision, batch, device, threads); a gate that compared nothing cannot pass")
     print(f"archbench compare: noise floor {noise:.1%} ({source})", file=sys.stderr)
     if args.format == "json":
         print(json.dumps(text.to_json(result), indent=1, default=str))
@@ -78,7 +82,9 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(text.table(result))
     if args.md:
-        Path(args.md).write_text(text.markdown(result, args.base, args.new), encoding="utf-8")
+        from archbench.bench.atomic import atomic_write
+
+        atomic_write(args.md, text.markdown(result, args.base, args.new))
         print(f"archbench compare: wrote {args.md}", file=sys.stderr)
     for c in result.failures:
         print(f"archbench compare: FAIL {c.model} {c.runtime} {c.precision} b{c.batch}: {'; '.join(c.failures)}",

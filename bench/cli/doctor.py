@@ -75,7 +75,9 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(render(diag))
     if json_out and json_out != "-":
-        Path(json_out).write_text(json.dumps(diag.to_json(), indent=1) + "\n", encoding="utf-8")
+        from archbench.bench.atomic import atomic_write
+
+        atomic_write(json_out, json.dumps(diag.to_json(), indent=1) + "\n")
     if not args.no_save:
         try:
             path = doctor.save_noise(diag.noise)

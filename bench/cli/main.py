@@ -8,6 +8,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from archbench.bench.cli.argtypes import Parser, count
 from archbench.bench.cli.options import (  # noqa: F401  (re-exported for sweep and tests)
     DEFAULT_ZOO,
     KNOB_FLAGS,
@@ -18,7 +19,7 @@ from archbench.bench.cli.options import (  # noqa: F401  (re-exported for sweep 
 )
 from archbench.bench.cli.run import _progress, cmd_run, spec_from_args  # noqa: F401  (re-exported)
 from archbench.bench.cli.zoo import cmd_list, cmd_profile
-from archbench.bench.errors import UsageError
+from archbench.bench.errors import UsageError, one_line_text
 from archbench.bench.measure.runtimes import RUNTIMES
 from archbench.bench.report.format import FORMATS
 
@@ -37,13 +38,14 @@ EPILOG = """examples:
   archbench kernels --quick                       fused Triton kernels vs PyTorch (GPU; interpreter checks on CPU)
 
 exit codes: 0 ok, 1 a check failed, 2 bad input (one line on stderr; --debug for the traceback),
-3 the OS refused a read or write (a file where a folder should be, a full disk, no permission)"""
+3 the OS refused a read or write (a file where a folder should be, a full disk, no permission),
+4 an internal error (a bug: one line, --debug for the traceback), 130/143/129 stopped by SIGINT/SIGTERM/SIGHUP"""
 
 # ----------------------------------------------------------------------------------------------------- main
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="archbench",
         description="Which architecture is the smallest one that meets my deployment budget on this hardware?",
         epilog=EPILOG,
@@ -71,8 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
                "  archbench profile mypkg.nets:build --input-shape 1,3,160,160\n  archbench profile exported.onnx")
     p.add_argument("model", help="zoo name, pkg.module:factory, or file.onnx")
     p.add_argument("--by", choices=("summary", "module", "operator"), default="summary")
-    p.add_argument("--max-depth", type=int, default=2, help="module tree depth shown by --by module (default 2)")
-    p.add_argument("--batch", type=int, default=None, help="batch size of the example input (default: the model's)")
+    p.add_argument("--max-depth", type=count(1), default=2, help="module tree depth shown by --by module (default 2)")
+    p.add_argument("--batch", type=count(1), default=None, help="batch size of the example input (default: the model's)")
     p.add_argument("--no-timing", action="store_true", help="skip the CPU forward that times uncounted ops")
     p.add_argument("--format", choices=FORMATS, default="table")
     add_model_options(p)
@@ -89,6 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
                "  archbench run resnet_s vit_s --repetitions 5 --rel-ci 0.05   repeat until p50 is within +/-5%\n"
                "  archbench run resnet_s vit_s --mode train --batch 8,32 --optimizer adamw   training steps\n"
                "  archbench run mlp_m --mode train --find-max-batch --mem-cap-mib 2048    largest batch that fits\n"
+               "  archbench run llama_s --mode generate --prompt-len 128,512 --new-tokens 64 "
+               "--budget \"ttft_ms<=200, tpot_ms<=20\"\n"
                "  archbench run resnet_s mobilenet_s --precision fp32,int8-dynamic,int8-static "
                "--budget budgets/edge.toml\n"
                "  archbench run llama_tiny --precision fp32,int8-static --calibration mypkg.data:calib "
@@ -142,6 +146,7 @@ def _add_module_commands(sub: Any) -> None:
 
 
 EXIT_OS_ERROR = 3  # the OS refused a read or write (distinct from 1, a failed check, and 2, bad input)
+EXIT_INTERNAL = 4  # an error archbench did not expect: a bug (one line; --debug shows the traceback)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -156,11 +161,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as e:
         if args.debug:
             raise
-        print(f"archbench: error: {e}", file=sys.stderr)
+        print(f"archbench: error: {one_line_text(str(e))}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("archbench: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM/SIGHUP where a command turned them into this (cli.run)
+        sig = getattr(e, "signum", 2)
+        print(f"archbench: interrupted{'' if sig == 2 else f' (signal {sig})'}", file=sys.stderr)
+        return 128 + sig
     except BrokenPipeError:  # `archbench ... | head`: the reader left; not an error of ours
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
@@ -171,6 +177,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         where = f"{e.filename}: " if e.filename else ""
         print(f"archbench: error: {where}{e.strerror or e}", file=sys.stderr)
         return EXIT_OS_ERROR
+    except Exception as e:  # a bug of ours: still one line (and the exit code says so); --debug has the traceback
+        if args.debug:
+            raise
+        from archbench.bench.measure.protocol import one_line
+
+        print(f"archbench: internal error: {one_line(e)} (rerun with --debug for the traceback, and please "
+              "report it)", file=sys.stderr)
+        return EXIT_INTERNAL
 
 
 if __name__ == "__main__":

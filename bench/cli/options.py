@@ -6,17 +6,22 @@ import argparse
 from collections.abc import Callable
 from typing import Any
 
+from archbench.bench.cli.argtypes import count, positive_number, seconds, seconds_or_zero, seed
 from archbench.bench.errors import UsageError
 
 # Knob flags every model-taking command understands; each maps to the builder keyword of the same name.
-KNOB_FLAGS: dict[str, type] = {"width": float, "depth": int, "resolution": int, "seq_len": int, "num_classes": int}
+# (argparse type, metavar): every zoo size is positive; the registry checks the rest (models._registry).
+KNOB_FLAGS: dict[str, tuple[Callable[[str], Any], str]] = {
+    "width": (positive_number, "FLOAT"), "depth": (count(1), "INT"), "resolution": (count(1), "INT"),
+    "seq_len": (count(1), "INT"), "num_classes": (count(1), "INT"),
+}
 
 
 def add_cell_options(p: argparse.ArgumentParser) -> None:
     """--batch, --device, --threads: shared by `run` and `sweep`."""
     p.add_argument("--batch", default="1", help="comma list of batch sizes (default 1)")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
-    p.add_argument("--threads", type=int, default=None, help="intra-op threads for every runtime (default: all CPUs)")
+    p.add_argument("--threads", type=count(1), default=None, help="intra-op threads for every runtime (default: all CPUs)")
 
 
 def add_timing_options(p: argparse.ArgumentParser) -> None:
@@ -26,21 +31,21 @@ def add_timing_options(p: argparse.ArgumentParser) -> None:
 
     g = p.add_argument_group("repetitions and timing (each repetition is a fresh worker process; see README "
                              "'How it measures')")
-    g.add_argument("--repetitions", type=int, default=DEFAULT_REPETITIONS, metavar="N",
+    g.add_argument("--repetitions", type=count(1), default=DEFAULT_REPETITIONS, metavar="N",
                    help=f"worker processes per cell, in interleaved rounds (default {DEFAULT_REPETITIONS}; "
                         "intervals need >= 2)")
     g.add_argument("--rel-ci", type=float, default=None, metavar="FRACTION",
                    help="precision target: add repetitions to a cell until its p50 95%% interval is within "
                         "+/-FRACTION (e.g. 0.03), its budget verdict is decided, or --max-repetitions")
-    g.add_argument("--max-repetitions", type=int, default=None, metavar="N",
+    g.add_argument("--max-repetitions", type=count(1), default=None, metavar="N",
                    help="cap for --rel-ci (default 3 x --repetitions)")
-    g.add_argument("--seed", type=int, default=None, help="seed of the random round order (default: the clock)")
-    g.add_argument("--timeout", type=float, default=300.0, help="seconds per cell before it is killed (default 300)")
-    g.add_argument("--min-time", type=float, default=None,
+    g.add_argument("--seed", type=seed, default=None, help="seed of the random round order (default: the clock)")
+    g.add_argument("--timeout", type=seconds, default=300.0, help="seconds per cell before it is killed (default 300)")
+    g.add_argument("--min-time", type=seconds_or_zero, default=None,
                    help=f"seconds of timed calls per repetition (default {QUICK.min_time_s:g})")
-    g.add_argument("--min-iters", type=int, default=None,
+    g.add_argument("--min-iters", type=count(2), default=None,
                    help=f"timed calls per repetition at least (default {QUICK.min_iters})")
-    g.add_argument("--warmup", type=int, default=None, help=f"warm-up calls at least (default {QUICK.warmup_iters})")
+    g.add_argument("--warmup", type=count(0), default=None, help=f"warm-up calls at least (default {QUICK.warmup_iters})")
 
 
 def add_model_options(p: argparse.ArgumentParser) -> None:
@@ -49,8 +54,8 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--dtype", help="example input dtype (float32, float16, bfloat16, int64)")
     g.add_argument("--weights", metavar="FILE", help="state_dict to load (torch.load weights_only=True)")
     g.add_argument("--knob", action="append", default=[], metavar="K=V", help="any builder keyword, repeatable")
-    for name, typ in KNOB_FLAGS.items():
-        g.add_argument("--" + name.replace("_", "-"), dest="knob_" + name, type=typ, metavar=typ.__name__.upper(),
+    for name, (typ, metavar) in KNOB_FLAGS.items():
+        g.add_argument("--" + name.replace("_", "-"), dest="knob_" + name, type=typ, metavar=metavar,
                        help=f"zoo knob {name}")
 
 
@@ -73,8 +78,8 @@ def knobs_from_args(args: argparse.Namespace) -> dict[str, Any]:
 def source_from_args(args: argparse.Namespace, ref: str):
     from archbench.bench.measure.sources import parse_dtype, parse_shape, resolve
 
-    shape = parse_shape(args.input_shape) if args.input_shape else None
-    dtype = parse_dtype(args.dtype) if args.dtype else None
+    shape = parse_shape(args.input_shape) if args.input_shape is not None else None
+    dtype = parse_dtype(args.dtype) if args.dtype is not None else None
     return resolve(ref, knobs_from_args(args), shape, dtype, args.weights)
 
 
@@ -83,7 +88,7 @@ DEFAULT_ZOO = ["mlp_s", "vgg_s", "resnet_s", "mobilenet_s", "vit_s", "llama_tiny
 
 
 def csv_list(text: str, cast: Callable[[str], Any] = str, what: str = "value") -> list[Any]:
-    items = [t.strip() for t in text.split(",") if t.strip()]
+    items = [t.strip() for t in (text or "").split(",") if t.strip()]
     try:
         out = [cast(t) for t in items]
     except ValueError:

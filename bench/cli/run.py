@@ -31,7 +31,8 @@ def spec_from_args(args: argparse.Namespace):
     for m in models:  # fail fast, before any worker starts, on names that cannot resolve (zoo, .onnx, hub)
         check_ref(m, knobs)
     train_mode = getattr(args, "mode", None) == "train"  # training runs torch only unless --runtime says more
-    runtimes = csv_list(args.runtime or ("torch" if train_mode else "torch,onnxruntime"), what="runtime")
+    runtimes = csv_list(args.runtime if args.runtime is not None else ("torch" if train_mode else "torch,onnxruntime"),
+                        what="runtime")
     for rt in runtimes:
         if rt not in RUNTIMES:
             raise UsageError(f"unknown runtime {rt!r}; known: {', '.join(RUNTIMES)}")
@@ -42,9 +43,9 @@ def spec_from_args(args: argparse.Namespace):
     if any(b <= 0 for b in batches):
         raise UsageError(f"bad --batch {args.batch!r}: batch sizes must be positive")
     precisions = csv_list(args.precision, what="precision")
-    if args.input_shape:
+    if args.input_shape is not None:
         parse_shape(args.input_shape)
-    if args.dtype:
+    if args.dtype is not None:
         parse_dtype(args.dtype)
     if args.threads is not None and args.threads < 1:
         raise UsageError("--threads must be >= 1")
@@ -61,7 +62,7 @@ def spec_from_args(args: argparse.Namespace):
     from archbench.bench.cli import trainopts
 
     mode, train = trainopts.from_args(args, models, runtimes)
-    options = Options(input_shape=parse_shape(args.input_shape) if args.input_shape else None, dtype=args.dtype,
+    options = Options(input_shape=parse_shape(args.input_shape) if args.input_shape is not None else None, dtype=args.dtype,
                       weights=args.weights, **train)
     if args.repetitions < 1:
         raise UsageError(f"--repetitions {args.repetitions}: must be >= 1")
@@ -71,13 +72,27 @@ def spec_from_args(args: argparse.Namespace):
         raise UsageError(f"--max-repetitions {args.max_repetitions}: must be >= --repetitions {args.repetitions}")
     if args.max_repetitions is not None and args.rel_ci is None:
         raise UsageError("--max-repetitions only applies with --rel-ci")
+    from archbench.bench.cli import genopts
+
     return RunSpec(
-        mode=mode, options=options,
+        mode=mode, options=options, variants=genopts.variants(args, models, knobs) if mode == "generate" else {},
         models=models, out=out, runtimes=runtimes, precisions=precisions, batches=batches, device=args.device,
         threads=args.threads or 0, knobs=knobs_from_args(args), rule=rule, timeout_s=args.timeout,
         resume=args.resume, repetitions=args.repetitions, rel_ci=args.rel_ci,
         max_repetitions=args.max_repetitions, seed=args.seed,
     )
+
+
+def _same_new_tokens(spec: Any) -> None:
+    """--resume of a generate run with another --new-tokens would mix repetitions of different generations."""
+    from archbench.bench.record import read_records
+
+    path = spec.out / "repetitions.jsonl"
+    seen = {r.new_tokens for r in read_records(path) if r.mode == "generate"} if path.exists() else set()
+    other = sorted(n for n in seen if n is not None and n != spec.options.new_tokens)
+    if other:
+        raise UsageError(f"{spec.out} measured --new-tokens {other[0]}; --resume it with the same value, or choose "
+                         "another --out")
 
 
 def _torch_free_and_installed(get_runtime: Any, name: str) -> bool:
@@ -89,12 +104,9 @@ def _torch_free_and_installed(get_runtime: Any, name: str) -> bool:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from tabulate import tabulate
 
     from archbench.bench.measure import engine
     from archbench.bench.record import latest_per_cell, read_records
-    from archbench.bench.report.markdown import write_reports
-    from archbench.bench.report.tables import TABLE_COLS, table_rows
 
     spec = spec_from_args(args)
     from archbench.bench.cli import budget_args
@@ -104,12 +116,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     spec.options = replace(spec.options, **budget_args.options_from_args(args))
     if (spec.out / "records.jsonl").exists() and not spec.resume:
         raise UsageError(f"{spec.out / 'records.jsonl'} exists; pass --resume to continue it or choose another --out")
+    if spec.resume and spec.mode == "generate":  # new_tokens is one value per run, not part of a cell's key
+        _same_new_tokens(spec)
     if spec.device == "cuda":
         import torch
 
         if not torch.cuda.is_available():
             raise UsageError("--device cuda: no CUDA device visible to torch here")
-    n_cells = len(spec.models) * len(spec.runtimes) * len(spec.precisions) * len(spec.batches)
+    n_cells = sum(1 for _ in spec.cells())  # models (x their knob sets: --prompt-len) x runtimes x ...
     reps = f"{spec.repetitions} repetitions" + (f" (up to {spec.max_repetitions or 3 * spec.repetitions} until "
                                                 f"p50 is within +/-{spec.rel_ci:.0%})" if spec.rel_ci else "")
     print(f"archbench run: {n_cells} cells ({len(spec.models)} models x {', '.join(spec.runtimes)} x "
@@ -125,6 +139,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         mark = "ok" if rec.status == "ok" else rec.status.upper()
         what = "" if rec.mode == "infer" else f" {rec.mode}" + (f" (max batch {rec.max_batch})"
                                                                if rec.max_batch is not None else "")
+        what += f" prompt {rec.prompt_len}" if rec.prompt_len else ""
         rnd = f" round {rec.rep_rounds[0] + 1}" if rec.repetitions == 1 and rec.rep_rounds else ""
         bar(f"{rec.model} {rec.runtime} {rec.precision} b{rec.batch}{what}{rnd}: {mark}", i, total)
 
@@ -154,8 +169,31 @@ def cmd_run(args: argparse.Namespace) -> int:
     if not records:
         print(f"archbench: no cell finished; nothing written to {jsonl}", file=sys.stderr)
         return 128 + interrupted if interrupted else 1
-    paths = write_reports(spec.out, records, command="archbench " + " ".join(sys.argv[1:]))
-    print(tabulate(table_rows(records), headers=TABLE_COLS, tablefmt="simple", disable_numparse=True))
+    print(f"archbench run: writing reports to {spec.out}", file=sys.stderr, flush=True)
+    try:
+        return _report(args, spec, records, budget, interrupted)
+    except KeyboardInterrupt as e:  # a signal while reporting: the records are complete, the files atomic
+        sig = getattr(e, "signum", signal.SIGINT)
+        print(f"\narchbench: interrupted by {signal.Signals(sig).name} while writing reports; {jsonl} is complete "
+              f"(`archbench report {spec.out}` writes them)", file=sys.stderr)
+        return 128 + sig
+
+
+def _report(args: argparse.Namespace, spec: Any, records: list[Any], budget: Any, interrupted: int) -> int:
+    """Reports, summary, verdicts and the exit code of a run whose records are on disk."""
+    from tabulate import tabulate
+
+    from archbench.bench.cli import budget_args, genopts
+    from archbench.bench.report.markdown import write_reports
+    from archbench.bench.report.tables import TABLE_COLS, table_rows
+
+    jsonl = spec.out / "records.jsonl"
+    gen = genopts.report_extras(spec, records)  # --mode generate: the copy bandwidth and the context plots
+    paths = write_reports(spec.out, records, command="archbench " + " ".join(sys.argv[1:]), **gen)
+    plain = [r for r in records if r.mode != "generate"]  # generate records: their own table, TTFT and TPOT
+    if plain:
+        print(tabulate(table_rows(plain), headers=TABLE_COLS, tablefmt="simple", disable_numparse=True))
+    genopts.print_table(records, gen)
     from archbench.bench.report.findings import winner_lines
 
     for line in winner_lines(records):

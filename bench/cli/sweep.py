@@ -17,6 +17,7 @@ EPILOG = """examples:
       --runtime onnxruntime --budget "p95_ms<=5, top1_agree>=0.9" --out runs/llama-sweep
   archbench sweep mobilenet_s --knob width=0.5,0.75,1.0 --budget budgets/examples.toml:phone --objective p95_ms
   archbench sweep resnet_s --width 0.25,0.5 --budget budgets/edge.toml --out runs/s --resume
+  archbench sweep llama_s --mode generate --seq-len 128,512 --new-tokens 64 --budget "ttft_ms<=200, tpot_ms<=20"
 
 Every combination of the knob lists (cartesian product) is one variant; each runs through the same engine as
 `archbench run` (isolated workers, one records.jsonl), so --resume continues an interrupted sweep.
@@ -46,6 +47,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--objective", default=DEFAULT_OBJECTIVE, help=f"what the pick optimizes (default {DEFAULT_OBJECTIVE})")
     add_budget_arguments(p, required=True)
     add_variant_arguments(p)
+    from archbench.bench.cli import genopts
+
+    genopts.add_sweep_arguments(p)  # --mode generate: a context sweep is --seq-len
 
 
 def knob_lists(args: argparse.Namespace) -> dict[str, list[Any]]:

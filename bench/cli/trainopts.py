@@ -4,6 +4,8 @@
     archbench run llama_tiny --mode train --find-max-batch --device cuda
     archbench run mlp_m --mode train --find-max-batch --mem-cap-mib 2048
     archbench run vit_s --mode train --batch 64 --train-samples 1281167 --epochs 90
+
+``--mode generate`` (prefill and decode of language models) has its flags in archbench.bench.cli.genopts.
 """
 
 from __future__ import annotations
@@ -35,9 +37,14 @@ def _count(text: str) -> int:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("training (--mode train; see bench/train.py for what a step and each number is)")
-    g.add_argument("--mode", choices=("infer", "train"), default="infer",
-                   help="infer: one forward per call (default); train: one full training step per call")
+    from archbench.bench.cli import genopts
+
+    g = p.add_argument_group("mode: training (--mode train; see bench/measure/train.py for what a step and each "
+                             "number is) and generation (--mode generate; bench/measure/generate.py)")
+    g.add_argument("--mode", choices=("infer", "train", "generate"), default="infer",
+                   help="infer: one forward per call (default); train: one full training step per call; "
+                        "generate: language models' prefill (TTFT) and decode steps (TPOT)")
+    genopts.add_arguments(g)
     g.add_argument("--optimizer", choices=OPTIMIZERS, default=None, help="train: adamw (default) or sgd")
     g.add_argument("--train-samples", type=_count, default=None, metavar="N",
                    help="train: samples per epoch (e.g. the dataset size); records time_to_train_s")
@@ -60,13 +67,16 @@ def from_args(args: argparse.Namespace, models: list[str], runtimes: list[str]) 
     # getattr: a command that reuses spec_from_args without these flags gets inference.
     a = {k: getattr(args, k, None) for k in ("mode", "optimizer", "train_samples", "epochs", "find_max_batch",
                                               "mem_cap_mib", "max_batch_limit")}
+    from archbench.bench.cli import genopts
+
+    gen = genopts.from_args(args, a["mode"] or "infer")
     args = argparse.Namespace(**a)
     mode = args.mode or "infer"
     given = {"--" + k.replace("_", "-"): v for k, v in a.items() if k != "mode" and v not in (None, False)}
     if mode != "train":
         if given:
             raise UsageError(f"{', '.join(given)} only appl{'y' if len(given) > 1 else 'ies'} with --mode train")
-        return mode, {}
+        return mode, gen
     onnx = [m for m in models if is_onnx_ref(m)]
     if onnx:
         raise UsageError(f"--mode train needs PyTorch models; {onnx[0]} is an ONNX graph")

@@ -6,6 +6,9 @@
         counts.json          params and batch-1 MACs (measure.profile / measure.onnx_profile)
         model.onnx (+ .data) the fp32 export, checked against PyTorch (measure.export)   [artifact "onnx"]
         refs_b<B>.npz        fp32 PyTorch outputs on input sets 0..n-1 at batch B, keys s<seed>_o<k>  [same]
+    --mode generate (measure.generate_torch) instead: step.onnx, the decode-step graph; specs.json its inputs;
+        generate_n<N>.json   shape facts, params, MACs of the prefill and the mean decode step
+        generate_tokens_b<B>_n<N>.npy   fp32 PyTorch greedy tokens from the fixed prompt
 
 ``build`` (the artifacts worker) imports torch; everything else here does not: a torch-free measuring worker
 (ONNX Runtime, OpenVINO) reads the folder through ``Exported`` (measure.model) and holds no PyTorch. The export is
@@ -31,6 +34,16 @@ SOURCE, SPECS, COUNTS, ONNX = "source.json", "specs.json", "counts.json", "model
 
 def refs_path(workdir: Path, batch: int) -> Path:
     return workdir / f"refs_b{batch}.npz"
+
+
+def generate_info_path(workdir: Path, new_tokens: int) -> Path:
+    """--mode generate: shape facts, params and MACs of the prefill and mean decode step (measure.generate_torch)."""
+    return workdir / f"generate_n{new_tokens}.json"
+
+
+def generate_refs_path(workdir: Path, batch: int, new_tokens: int) -> Path:
+    """--mode generate: the fp32 PyTorch greedy tokens (batch, new_tokens) from the fixed prompt."""
+    return workdir / f"generate_tokens_b{batch}_n{new_tokens}.npy"
 
 
 def build(job: Job, emit: Any) -> None:

@@ -45,8 +45,11 @@ class RunSpec:
     device: str = "cpu"
     threads: int = 0  # 0: os.cpu_count()
     knobs: dict[str, Any] = field(default_factory=dict)
+    # Per model, the knob sets to measure instead of ``knobs`` (mode generate: one per --prompt-len, as seq_len);
+    # each is its own cell identity, artefact folder and worker group.
+    variants: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     options: Options = field(default_factory=Options)  # how cells are measured, not what they are
-    mode: str = "infer"  # infer | train | maxbatch-trial: part of a cell's identity
+    mode: str = "infer"  # infer | train | maxbatch-trial | generate: part of a cell's identity
     rule: StopRule = QUICK
     timeout_s: float = DEFAULT_TIMEOUT_S  # per cell, from the moment the worker starts it (or starts up)
     resume: bool = False
@@ -58,23 +61,31 @@ class RunSpec:
     def resolved_threads(self) -> int:
         return self.threads or os.cpu_count() or 1
 
-    def cell(self, model: str, runtime: str, precision: str, batch: int, mode: str | None = None) -> Cell:
+    def cell(self, model: str, runtime: str, precision: str, batch: int, mode: str | None = None,
+             knobs: dict[str, Any] | None = None) -> Cell:
         return Cell(source=model, runtime=runtime, precision=precision, batch=batch, device=self.device,
-                    threads=self.resolved_threads(), knobs=canonical_knobs(self.knobs), mode=mode or self.mode,
-                    options=self.options)
+                    threads=self.resolved_threads(), knobs=canonical_knobs(self.knobs if knobs is None else knobs),
+                    mode=mode or self.mode, options=self.options)
+
+    def knob_sets(self, model: str) -> list[dict[str, Any]]:
+        """The knob sets ``model`` is measured with: its ``variants``, else ``knobs``."""
+        return self.variants.get(model) or [self.knobs]
 
     def cells(self) -> Iterator[Cell]:
-        """Every cell, in the order given: models, then runtimes, then precisions, then batches."""
+        """Every cell, in the order given: models (and their knob sets), then runtimes, precisions, batches."""
         for m in self.models:
-            for rt in self.runtimes:
-                for p in self.precisions:
-                    for b in self.batches:
-                        yield self.cell(m, rt, p, b)
+            for knobs in self.knob_sets(m):
+                for rt in self.runtimes:
+                    for p in self.precisions:
+                        for b in self.batches:
+                            yield self.cell(m, rt, p, b, knobs=knobs)
 
-    def workdir(self, model: str) -> Path:
-        """The model's artefact folder, shared by its runtimes and precisions (measure.artifacts)."""
-        knobs = "" if not self.knobs else "_" + dispatch.slug(json.dumps(self.knobs, sort_keys=True))
-        return self.out / "artifacts" / (dispatch.slug(model) + knobs)
+    def workdir(self, model: str, knobs: dict[str, Any] | str | None = None) -> Path:
+        """The artefact folder of ``model`` with ``knobs`` (default: the spec's), shared by its runtimes and
+        precisions (measure.artifacts)."""
+        k = json.loads(knobs) if isinstance(knobs, str) else (self.knobs if knobs is None else knobs)
+        suffix = "" if not k else "_" + dispatch.slug(json.dumps(k, sort_keys=True))
+        return self.out / "artifacts" / (dispatch.slug(model) + suffix)
 
 
 def plan(spec: RunSpec, done: set[tuple] | None = None) -> list[tuple[Cell, ...]]:
@@ -83,7 +94,7 @@ def plan(spec: RunSpec, done: set[tuple] | None = None) -> list[tuple[Cell, ...]
     groups: dict[tuple, list[Cell]] = {}
     for c in spec.cells():
         if c.key() not in done:
-            groups.setdefault((c.source, c.runtime, c.precision), []).append(c)
+            groups.setdefault((c.source, c.knobs, c.runtime, c.precision), []).append(c)
     return [tuple(g) for g in groups.values()]
 
 
@@ -193,8 +204,8 @@ def run(spec: RunSpec, progress: Progress | None = None,
             break
         total = max(total, count + sum(len(g) for g in active))
         for g in _interleave(active, rng):
-            dispatch.run_job(Job(cells=g, workdir=str(spec.workdir(g[0].source)), run_id=run_id, rule=spec.rule,
-                                 repetition=rnd), spec.out, spec.timeout_s, on_rep)
+            dispatch.run_job(Job(cells=g, workdir=str(spec.workdir(g[0].source, g[0].knobs)), run_id=run_id,
+                                 rule=spec.rule, repetition=rnd), spec.out, spec.timeout_s, on_rep)
     for c in cells:
         if c.key() not in final and reps[c.key()]:
             finish(c)
@@ -219,13 +230,13 @@ def _interleave(groups: list[tuple[Cell, ...]], rng: Any) -> list[tuple[Cell, ..
 def _build_artifacts(spec: RunSpec, groups: list[tuple[Cell, ...]], run_id: str) -> None:
     """One artifacts worker per model whose runtimes need files, before any measuring worker."""
     (spec.out / "logs").mkdir(parents=True, exist_ok=True)
-    if spec.mode != "infer":
+    if spec.mode not in ("infer", "generate"):  # training builds its model in the measuring worker
         return
-    by_source: dict[str, list[Cell]] = {}
+    by_source: dict[tuple[str, str], list[Cell]] = {}
     for g in groups:
-        by_source.setdefault(g[0].source, []).extend(g)
-    for source, cells in by_source.items():
+        by_source.setdefault((g[0].source, g[0].knobs), []).extend(g)
+    for (source, knobs), cells in by_source.items():
         kind = artifact_kind([c.runtime for c in cells], source)
         if kind is not None:
-            dispatch.build_artifacts(Job(cells=tuple(cells), workdir=str(spec.workdir(source)), run_id=run_id,
+            dispatch.build_artifacts(Job(cells=tuple(cells), workdir=str(spec.workdir(source, knobs)), run_id=run_id,
                                          rule=spec.rule, kind="artifacts", artifact=kind), spec.out, spec.timeout_s)

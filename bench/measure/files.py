@@ -9,9 +9,9 @@ from typing import Any
 
 def write_json(path: Path, obj: Any) -> None:
     """Write next to ``path`` and rename over it: a reader never sees half a file."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj))
-    tmp.replace(path)
+    from archbench.bench.atomic import atomic_write
+
+    atomic_write(path, json.dumps(obj))
 
 
 def read_json(path: Path) -> dict[str, Any]:

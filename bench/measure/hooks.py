@@ -42,7 +42,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from archbench.bench.errors import UsageError
+from archbench.bench.errors import USER_CODE_ERRORS, UsageError
 
 
 @dataclass(frozen=True)
@@ -82,7 +82,7 @@ def import_callable(ref: str) -> Any:
     add_user_path(os.getcwd())
     try:
         mod = importlib.import_module(mod_name)
-    except Exception as e:  # the user's module failing to import is bad input, not our crash
+    except USER_CODE_ERRORS as e:  # the user's module failing to import is bad input, not our crash
         raise UsageError(f"cannot import {mod_name!r} for {ref!r}: {type(e).__name__}: {e}") from e
     obj: Any = mod
     for part in attr.split("."):

@@ -7,7 +7,8 @@
 Floats are standard normal, integers (token ids) uniform in [low, high) (low 0, or 1 for an all-ones attention mask):
 never all zeros, which could hit fast paths.
 Seeds: the timed loop rotates sets 0..k-1, fidelity compares sets 0..n-1 (``fidelity_seeds``), the export check uses
-1234 and int8 calibration 10000 and up (measure.quantize.CALIB_SEED), so calibration never sees judged inputs.
+1234 and int8 calibration 10000 and up (measure.quantize.CALIB_SEED), so calibration never sees judged inputs;
+``--mode generate`` prompts use PROMPT_SEED.
 """
 
 from __future__ import annotations
@@ -26,16 +27,21 @@ _NUMPY = {"float32": "float32", "float16": "float16", "bfloat16": "float32", "fl
 
 @dataclass(frozen=True)
 class ArraySpec:
-    shape: tuple[int, ...]  # batch dimension first
+    shape: tuple[int, ...]  # batch dimension first (unless batch_dim says otherwise)
     dtype: str = "float32"  # numpy dtype name
     high: int | None = None  # integer inputs: values in [low, high)
     low: int = 0  # integer inputs: 1 with high=2 makes an all-ones attention mask (no padding, as deployed)
+    batch_dim: int = 0  # where the batch is: 1 for a KV cache (layers, B, heads, T, head_dim) (measure.generate)
+
+    def _batched(self, batch: int) -> tuple[int, ...]:
+        d = self.batch_dim
+        return (*self.shape[:d], batch, *self.shape[d + 1:])
 
     def with_batch(self, batch: int) -> ArraySpec:
-        return ArraySpec((batch, *self.shape[1:]), self.dtype, self.high, self.low)
+        return ArraySpec(self._batched(batch), self.dtype, self.high, self.low, self.batch_dim)
 
     def make(self, batch: int | None = None, seed: int = 0) -> np.ndarray:
-        shape = self.shape if batch is None else (batch, *self.shape[1:])
+        shape = self.shape if batch is None else self._batched(batch)
         rng = np.random.default_rng(seed)
         if np.issubdtype(np.dtype(self.dtype), np.floating):
             return rng.standard_normal(shape, dtype=np.float32).astype(self.dtype, copy=False)
@@ -45,11 +51,13 @@ class ArraySpec:
         return "x".join(map(str, self.shape)) + f" {self.dtype}" + (f" [{self.low},{self.high})" if self.high else "")
 
     def to_json(self) -> dict[str, Any]:
-        return {"shape": list(self.shape), "dtype": self.dtype, "high": self.high, "low": self.low}
+        d = {"shape": list(self.shape), "dtype": self.dtype, "high": self.high, "low": self.low}
+        return d | ({"batch_dim": self.batch_dim} if self.batch_dim else {})
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> ArraySpec:
-        return cls(tuple(int(x) for x in d["shape"]), str(d["dtype"]), d.get("high"), int(d.get("low") or 0))
+        return cls(tuple(int(x) for x in d["shape"]), str(d["dtype"]), d.get("high"), int(d.get("low") or 0),
+                   int(d.get("batch_dim") or 0))
 
     @classmethod
     def from_input_spec(cls, spec: Any) -> ArraySpec:
@@ -61,6 +69,15 @@ class ArraySpec:
 def make_inputs(specs: tuple[ArraySpec, ...], batch: int, seed: int) -> tuple[np.ndarray, ...]:
     """One input set: an array per model input, each from its own stream so adding an input changes no other."""
     return tuple(s.make(batch, seed * 1009 + i) for i, s in enumerate(specs))
+
+
+PROMPT_SEED = 4242  # --mode generate: the fixed random prompt every runtime's generations start from
+
+
+def prompt_tokens(spec: ArraySpec, batch: int) -> np.ndarray:
+    """The prompt of ``--mode generate`` (measure.generate): random token ids of the model's example input
+    (batch, P), the same in every process and runtime, so their greedy tokens can be compared."""
+    return spec.make(batch, seed=PROMPT_SEED)
 
 
 def fidelity_seeds(batch: int, input_sets: int, samples: int) -> list[int]:

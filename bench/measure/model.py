@@ -24,7 +24,7 @@ from archbench.bench.measure.inputs import make_inputs
 class TorchModel:
     """A PyTorch module built in this process (the torch runtimes)."""
 
-    def __init__(self, cell: Cell, workdir: Path, cells: tuple[Cell, ...] = ()) -> None:
+    def __init__(self, cell: Cell, workdir: Path, cells: tuple[Cell, ...] = (), references: bool = True) -> None:
         t = time.perf_counter()
         from archbench.bench.measure.sources import build_source
 
@@ -48,7 +48,8 @@ class TorchModel:
         # The fp32 module is the fidelity reference: its outputs are written (or checked) now, before the runtime
         # casts, quantizes or compiles it, so no fp32 copy stays resident while memory is measured. Torch at fp32
         # *is* the reference: nothing to compare.
-        self.has_reference = not (cell.runtime == "torch" and cell.precision == "fp32")
+        # references=False: the caller compares something else (measure.generate: tokens).
+        self.has_reference = references and not (cell.runtime == "torch" and cell.precision == "fp32")
         if self.has_reference:
             artifacts.write_refs(self.module, self.specs, workdir, cells or (cell,))
         self._refs: dict[int, dict[int, list[np.ndarray]]] = {}

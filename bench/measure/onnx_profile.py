@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 from archbench.bench.errors import UsageError
 from archbench.bench.measure.files import onnx_files  # noqa: F401  (re-exported)
@@ -18,15 +19,37 @@ def _dims(vi) -> list[int | str]:
     return [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in vi.type.tensor_type.shape.dim]
 
 
+def load_onnx_checked(path: Path | str) -> Any:
+    """The ModelProto of an .onnx file (external data not loaded), or UsageError with one line saying what is wrong:
+    no file, an empty file, not an ONNX model, no graph, or external data files that are not next to it."""
+    import onnx
+
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"no such ONNX file: {path}")
+    if path.stat().st_size == 0:
+        raise UsageError(f"{path} is empty (0 bytes), not an ONNX model")
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as e:
+        msg = str(e).strip().splitlines()
+        raise UsageError(f"cannot read ONNX file {path}: {type(e).__name__}: {msg[0] if msg else ''}") from None
+    if not model.graph.node and not model.graph.output:
+        raise UsageError(f"{path} holds no ONNX graph (no nodes, no outputs)")
+    for t in model.graph.initializer:
+        for entry in t.external_data:
+            if entry.key == "location" and not (path.parent / entry.value).is_file():
+                raise UsageError(f"{path}: its weights live in an external data file {entry.value!r}, "
+                                 f"which is not next to it in {path.parent}/")
+    return model
+
+
 def profile_onnx(path: Path, input_shape: tuple[int, ...] | None = None) -> Profile:
     """Profile an ONNX graph. Symbolic input dims take ``input_shape`` (single-input graphs) or else 1."""
     import onnx
     from onnx import helper, shape_inference
 
-    try:
-        model = onnx.load(str(path), load_external_data=False)
-    except Exception as e:
-        raise UsageError(f"cannot read ONNX file {path}: {type(e).__name__}: {e}") from e
+    model = load_onnx_checked(path)
     g = model.graph
     init_names = {t.name for t in g.initializer}
     graph_inputs = [i for i in g.input if i.name not in init_names]

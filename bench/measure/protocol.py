@@ -20,12 +20,13 @@ from datetime import datetime, timezone
 from typing import Any, TextIO
 
 from archbench.bench.cell import Cell
+from archbench.bench.errors import clean_text
 from archbench.bench.record import Record
 
 
 def one_line(e: BaseException) -> str:
     """``Type: first line of the message``, at most 500 characters: what a record's ``error`` holds."""
-    msg = str(e).strip().splitlines()
+    msg = clean_text(str(e)).strip().splitlines()
     return f"{type(e).__name__}: {msg[0] if msg else ''}"[:500]
 
 

@@ -220,10 +220,14 @@ def calibration_reader(specs: tuple[Any, ...], input_names: list[str], cfg: Quan
                        fixed_batch: int | None = None) -> tuple[Any, str]:
     """(reader, description): the user's hook when given, else generated batches."""
     if cfg.calibration:
+        from archbench.bench.errors import USER_CODE_ERRORS
         from archbench.bench.measure.hooks import load_hook
 
         fn = load_hook(cfg.calibration, "--calibration")
-        got = fn(ctx)
+        try:
+            got = fn(ctx)
+        except USER_CODE_ERRORS as e:  # sys.exit() in the hook is this cell's failure, not the worker's exit
+            raise RuntimeError(f"--calibration {cfg.calibration} raised {type(e).__name__}: {e}") from e
         if hasattr(got, "get_next"):
             return got, f"calibration from {cfg.calibration}"
         return _ListReader(got), f"calibration from {cfg.calibration}"

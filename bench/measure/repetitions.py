@@ -6,6 +6,7 @@ Each repetition arrives as a record of one timed loop (its ``rep_*`` lists hold 
 keeps repetition 0's memory, fidelity and cold-start fields (later repetitions only time), pools the samples, and
 replaces p50/p95/p99/mean (and throughput) by their estimate over repetitions with a 95% interval
 (analyze.intervals). The per-loop "CV > 10%" flag gives way to what matters across processes: the interval's width.
+A generation record's TTFT and end-to-end time get the same treatment (``_combine_generation``).
 """
 
 from __future__ import annotations
@@ -60,6 +61,8 @@ def combine(reps: Sequence[Record], target: float | None = None) -> Record:
         out.achieved_gflops = per_call / (out.latency_p50_ms * 1e-3) / 1e9
     if out.train_samples and out.throughput_sps:
         out.time_to_train_s = out.train_samples / out.throughput_sps  # as measure.train.time_to_train_s
+    if out.rep_ttft_ms:
+        _combine_generation(out, ok)
     pooled = _pooled(out.samples_ms)
     out.latency_p90_ms, out.latency_std_ms, out.latency_min_ms, out.latency_max_ms, out.latency_cv = pooled
     goal = target if target is not None else DEFAULT_TARGET
@@ -78,6 +81,21 @@ def combine(reps: Sequence[Record], target: float | None = None) -> Record:
         notes.append(busy_warning(out.other_cpu_pct))
     out.warning = "; ".join(notes)
     return out
+
+
+def _combine_generation(out: Record, ok: Sequence[Record]) -> None:
+    """--mode generate (measure.generate): TTFT and the whole generation over repetitions, as the latencies (their
+    TPOT) are; the decode bandwidth from the combined TPOT p50."""
+    out.rep_ttft_ms = [v for r in ok for v in r.rep_ttft_ms]
+    out.rep_ttft_p95_ms = [v for r in ok for v in r.rep_ttft_p95_ms]
+    out.rep_e2e_ms = [v for r in ok for v in r.rep_e2e_ms]
+    out.ttft_samples_ms = [x for r in ok for x in r.ttft_samples_ms]
+    iv = log_interval(out.rep_ttft_ms)
+    out.ttft_ms, out.ttft_lo_ms, out.ttft_hi_ms = iv.estimate, iv.lo, iv.hi
+    out.ttft_p95_ms = log_interval(out.rep_ttft_p95_ms).estimate if out.rep_ttft_p95_ms else out.ttft_p95_ms
+    out.e2e_ms = log_interval(out.rep_e2e_ms).estimate if out.rep_e2e_ms else out.e2e_ms
+    if out.decode_bytes and out.latency_p50_ms:
+        out.decode_gbps = out.decode_bytes / (out.latency_p50_ms * 1e-3) / 1e9  # as measure.generate
 
 
 def _pooled(samples: list[float]) -> tuple[float, float, float, float, float]:

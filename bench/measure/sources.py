@@ -16,6 +16,8 @@ holds one spec per positional input, ``input_spec`` the first.
 
 from __future__ import annotations
 
+import math
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,10 +27,11 @@ import torch
 from torch import nn
 
 from archbench.bench.cell import Cell
-from archbench.bench.errors import UsageError
+from archbench.bench.errors import USER_CODE_ERRORS, UsageError, one_line_text
 from archbench.bench.measure.hooks import import_callable
 from archbench.bench.measure.inputs import ArraySpec, onnx_input_specs
 from archbench.models import InputSpec, create_model, get_entry, hub
+from archbench.models._registry import check_knobs
 
 DTYPES = {
     "float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
@@ -46,6 +49,11 @@ def parse_shape(text: str) -> tuple[int, ...]:
     shape = tuple(int(p) for p in parts)
     if any(d <= 0 for d in shape):
         raise UsageError(msg)
+    elements = math.prod(shape)
+    ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    if elements * 4 > ram:  # even one float32 input of this shape cannot fit: say so now, not as N failed cells
+        raise UsageError(f"bad --input-shape {text!r}: {elements:,} elements ({elements * 4 / 2**30:,.0f} GiB as "
+                         f"float32) do not fit in this machine's {ram / 2**30:.0f} GiB of memory")
     return shape
 
 
@@ -120,8 +128,9 @@ def check_ref(ref: str, knobs: dict[str, Any] | None = None) -> None:
     zoo name, or a hub source whose package is missing, whose name is unknown, or (hf) whose config cannot be
     had offline. Cheap: it builds nothing (import paths are checked when built)."""
     if is_onnx_ref(ref):
-        if not Path(ref).is_file():
-            raise UsageError(f"no such ONNX file: {ref}")
+        from archbench.bench.measure.onnx_profile import load_onnx_checked
+
+        load_onnx_checked(ref)
     elif is_hub_ref(ref):
         try:
             hub.check(ref, knobs)
@@ -129,7 +138,7 @@ def check_ref(ref: str, knobs: dict[str, Any] | None = None) -> None:
             raise UsageError(str(e)) from None
     elif not is_import_ref(ref):
         try:
-            get_entry(ref)
+            check_knobs(ref, knobs or {})
         except ValueError as e:
             raise UsageError(str(e)) from None
 
@@ -154,7 +163,7 @@ def load_weights(module: nn.Module, path: str) -> None:
     try:
         module.load_state_dict(state)
     except Exception as e:
-        raise UsageError(f"weights {path!r} do not fit the model: {str(e).splitlines()[0]}") from e
+        raise UsageError(f"weights {path!r} do not fit the model: {one_line_text(str(e))}") from e
 
 
 def resolve(
@@ -187,7 +196,7 @@ def resolve(
         factory = import_callable(ref)
         try:
             out = factory(**knobs)
-        except Exception as e:
+        except USER_CODE_ERRORS as e:  # sys.exit() or KeyboardInterrupt in a factory is reported, not obeyed
             raise UsageError(f"factory {ref!r} raised {type(e).__name__}: {e}") from e
         if isinstance(out, tuple) and len(out) == 2 and isinstance(out[0], nn.Module):
             out, ex = out
@@ -218,9 +227,27 @@ def resolve(
     specs = _override(ref, specs, input_shape, dtype)
     module.eval()
     if not specs:
-        raise UsageError(f"{ref}: the model states no example input; pass --input-shape (and --dtype), or in pytest input_shape in [tool.archbench] or archbench_bench.model(..., input_shape=...)")
+        raise UsageError(_no_input_message(ref, module))
     return ModelSource(ref, kind, module, None, specs[0], knobs, family=family, input_specs=specs,
                        input_names=names)
+
+
+def _no_input_message(ref: str, module: nn.Module) -> str:
+    """Why a model has no example input and what to do: one input -> --input-shape; several -> a factory that
+    returns (module, (inputs...)), since one --input-shape cannot describe them."""
+    import inspect
+
+    try:
+        params = [p for p in inspect.signature(module.forward).parameters.values()
+                  if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty]
+    except (TypeError, ValueError):
+        params = []
+    if len(params) > 1:
+        names = ", ".join(p.name for p in params)
+        return (f"{ref}: its forward takes {len(params)} inputs ({names}) and the model states no example of them; "
+                "--input-shape describes one input: make the factory return (module, (example inputs...))")
+    return (f"{ref}: the model states no example input; pass --input-shape (and --dtype), or in pytest input_shape "
+            "in [tool.archbench] or archbench_bench.model(..., input_shape=...)")
 
 
 def _spec_of(t: torch.Tensor, stated: InputSpec | None) -> InputSpec:

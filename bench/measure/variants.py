@@ -57,6 +57,7 @@ def build_variants(job: Job, workdir: Path) -> None:
             continue
         if cls.needs_torch or not hasattr(cls, "build") or variant_path(workdir, c.runtime, c.precision).exists():
             continue
+        print(f"archbench: building the {c.runtime} {c.precision} variant", file=sys.stderr, flush=True)  # the log
         try:
             got = cls.build(model, c.precision, workdir, quant_config(c))
         except UnsupportedCell as e:

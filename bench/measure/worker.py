@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from archbench.bench.cell import Cell, Job
+from archbench.bench.errors import USER_CODE_ERRORS
 from archbench.bench.measure.protocol import Emitter, new_record, one_line, prepare_failed
 from archbench.bench.record import Record
 
@@ -187,7 +188,7 @@ def _task_metric(hook: Any, rt: Any, model: Any, cell: Cell) -> tuple[float | No
                       model.specs[0].with_batch(cell.batch), model.family, list(getattr(rt, "input_names", [])))
     try:
         return float(hook(predict, ctx)), ""
-    except Exception as e:
+    except USER_CODE_ERRORS as e:  # sys.exit() in a hook is reported on the record, not obeyed
         print(traceback.format_exc(), file=sys.stderr)
         return None, f"metric hook failed: {one_line(e)}"
 
@@ -197,12 +198,22 @@ def run_job(job: Job, emit: Emitter) -> None:
         from archbench.bench.measure.artifacts import build
         from archbench.bench.measure.variants import build_variants
 
-        build(job, emit)
+        if job.head.mode == "generate":  # the decode-step graph instead of the forward (measure.generate_torch)
+            from archbench.bench.measure.generate_torch import build_artifacts
+
+            if not build_artifacts(job, emit):
+                return
+        else:
+            build(job, emit)
         build_variants(job, Path(job.workdir))
     elif job.head.mode in ("train", "maxbatch-trial"):  # training steps and max-batch trials: measure.train
         from archbench.bench.measure.train import run_train_job
 
         run_train_job(job, emit)
+    elif job.head.mode == "generate":  # prefill and decode steps: measure.generate
+        from archbench.bench.measure.generate import run_generate_job
+
+        run_generate_job(job, emit)
     else:
         measure_job(job, emit)
 

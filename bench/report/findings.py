@@ -222,9 +222,14 @@ def findings_md(fs: Sequence[Finding]) -> list[str]:
 def winner_lines(records: Sequence[Record]) -> list[str]:
     """One line per runtime comparison (archbench.bench.analyze.findings.runtime_winners), for the end of
     ``archbench run``: 'mlp_s b1 fp32: onnxruntime is 2.10x faster than torch'."""
-    return [f"{w.model} b{w.batch} {w.precision}: {w.fastest} is {_times(w)} faster than {w.runner_up}"
+    return [f"{w.model}{_knobs(w.knobs)} b{w.batch} {w.precision}{' decode' if w.mode == 'generate' else ''}: "
+            f"{w.fastest} is {_times(w)} faster than {w.runner_up}"
             + ("" if w.significant is not False else " - not significant: the interval includes 1x")
             for w in fa.runtime_winners(records)]
+
+
+def _knobs(knobs: str) -> str:
+    return "" if knobs in ("", "{}") else " " + knobs.replace('"', "").replace(" ", "")
 
 
 def _times(w: fa.RuntimeWinner) -> str:

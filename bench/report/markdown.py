@@ -30,6 +30,7 @@ from tabulate import tabulate
 
 from archbench.bench.analyze.budgets import Verdicts, verdict_of
 from archbench.bench.analyze.findings import failed_cells
+from archbench.bench.atomic import atomic_write
 from archbench.bench.record import CSV_FIELDS, Record, write_csv
 from archbench.bench.report.findings import findings, findings_md
 from archbench.bench.report.format import human, num
@@ -73,7 +74,8 @@ CONVENTIONS = (
     "`linear`); samples/s = batch / mean latency; `!` marks CV (std / mean) > 10%. MACs = multiply-accumulates of "
     "one forward at that batch (conv, linear, matmul, attention, RNN gates), FLOPs = 2 x MACs. size = the "
     "artefact the runtime loads (state_dict or .onnx). Peak RSS = the measuring process's resident memory. "
-    "Mode train: latency = one training step (forward, backward, optimizer), samples/s = batch / mean step."
+    "Mode train: latency = one training step (forward, backward, optimizer), samples/s = batch / mean step. "
+    "Mode generate: latency = one decode step (TPOT), samples/s = tokens/s, MACs = one decode step (see Generation)."
 )
 
 
@@ -116,7 +118,9 @@ def _roofline_md(records: Sequence[Record], peaks: Sequence[Any], placements: Se
               "each moved once; intermediate activations are not counted, so the true intensity is lower. "
               "bound = memory when the intensity is below the ridge point. % of roof = achieved / attainable at "
               "that intensity; above 100% means the weights stayed in cache (bandwidth side) or the runtime's "
-              "kernels beat `torch.mm` (compute side).", ""]
+              "kernels beat `torch.mm` (compute side). A `model decode` row is one decode step of `--mode "
+              "generate`: bytes = the weights it reads (the embedding table left out) + the KV cache at the mean "
+              "context, exact rather than estimated.", ""]
     rows = []
     for p in placements:
         rows.append([p.model, p.runtime, p.precision, str(p.batch), *([labels.get(p.machine, "?")] if many else []),
@@ -190,6 +194,9 @@ def markdown(records: Sequence[Record], command: str = "", *, peaks: Sequence[An
     from archbench.bench.report.train import training_md
 
     lines += training_md(records)  # --mode train records: step time, memory split, max-batch trials
+    from archbench.bench.report.generate import generation_md
+
+    lines += generation_md(records, peaks)  # --mode generate records: TTFT, TPOT, tokens/s, KV cache
     if plots:
         lines += ["## Plots", ""]
         for p in plots:
@@ -258,14 +265,13 @@ def write_reports(out: Path, records: Sequence[Record], command: str = "", *, pe
     write_csv(csv_path, records)
     rel = [str(Path(p).resolve().relative_to(out.resolve())) if Path(p).resolve().is_relative_to(out.resolve())
            else str(p) for p in plots]
-    md_path.write_text(markdown(records, command, peaks=peaks, placements=placements, layers=layers,
-                                layer_ridges=layer_ridges, plots=rel, sources=sources, budget=budget,
-                                verdicts=verdicts),
-                       encoding="utf-8")
+    atomic_write(md_path, markdown(records, command, peaks=peaks, placements=placements, layers=layers,
+                                   layer_ridges=layer_ridges, plots=rel, sources=sources, budget=budget,
+                                   verdicts=verdicts))
     paths = [csv_path, md_path]
     if json_name:
         js = out / json_name
         doc = report_json(records, command, peaks=peaks, placements=placements, layers=layers, verdicts=verdicts)
-        js.write_text(json.dumps(doc, indent=1, default=str) + "\n", encoding="utf-8")
+        atomic_write(js, json.dumps(doc, indent=1, default=str) + "\n")
         paths.append(js)
     return paths

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from archbench.bench.atomic import atomic_path
 from archbench.bench.env import fingerprint
 from archbench.bench.record import Record
 from archbench.bench.report.format import num
@@ -271,7 +272,8 @@ def plot_latency_vs(records: Sequence[Record], x_field: str, path: Path) -> Path
              "(runtimes, precisions); vertical bars: the p50's 95% interval over repetitions.",
              fontsize=7.5, ha="left", va="bottom")
     fig.tight_layout(rect=(0, 0.05, 1, 1))
-    fig.savefig(path, dpi=DPI)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=DPI)
     plt.close(fig)
     return path
 
@@ -357,7 +359,8 @@ def plot_distributions(records: Sequence[Record], path: Path) -> Path | None:
     fig.legend(handles=hs, fontsize=8, loc="outside upper right", ncol=len(hs), frameon=False)
     fig.suptitle("Latency distributions: box = p25-p75, bold line = median, whiskers = p1-p99 (outliers beyond "
                  "not drawn)", fontsize=9)
-    fig.savefig(path, dpi=DPI)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=DPI)
     plt.close(fig)
     return path
 
@@ -415,7 +418,8 @@ def plot_roofline(placements: Sequence[Any], peaks: Any | None, title: str, path
     ax.legend(handles=_legend_handles(pts, extra), fontsize=8, loc="upper left", framealpha=0.9)
     fig.text(0.01, 0.005, BYTES_CAPTION, fontsize=7, ha="left", va="bottom", wrap=True)
     fig.tight_layout(rect=(0, 0.04, 1, 1))
-    fig.savefig(path, dpi=DPI)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=DPI)
     plt.close(fig)
     return path
 
@@ -428,8 +432,9 @@ def _slug(text: str) -> str:
 
 def plot_all(records: Sequence[Record], out: Path, placements: Sequence[Any] = (),
              peaks: Sequence[Any] = ()) -> list[Path]:
-    """Every plot into folder ``out``: latency_vs_macs.png, latency_vs_size.png, latency_distributions.png and
-    roofline_<machine>_<device>.png per machine and device (when ``placements`` are given)."""
+    """Every plot into folder ``out``: latency_vs_macs.png, latency_vs_size.png, latency_distributions.png,
+    roofline_<machine>_<device>.png per machine and device (when ``placements`` are given), and tpot_vs_context.png
+    and kv_cache_vs_context.png when generate records hold several prompt lengths (report.generate)."""
     from archbench.bench.analyze.merge import machine_labels
     from archbench.bench.report.roofline import peaks_for
 
@@ -452,4 +457,7 @@ def plot_all(records: Sequence[Record], out: Path, placements: Sequence[Any] = (
             label = f"{labels.get(machine, machine)} / {device}"
             pk = peaks_for(rec, peaks) if rec is not None else None
             paths.append(plot_roofline(pts, pk, label, out / f"roofline_{_slug(label)}.png"))
+    from archbench.bench.report.generate import plot_context
+
+    paths += plot_context(records, out)  # --mode generate: TPOT and KV cache against context, when swept
     return [p for p in paths if p is not None]

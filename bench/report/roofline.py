@@ -66,7 +66,9 @@ def save_peaks(path: Path, peaks: Iterable[Peaks]) -> None:
         merged[(p.hostname, p.cpu_model, p.gpu_name, p.device, p.threads)] = p
     doc = {"about": "measured peaks of archbench.bench.report.roofline.measure_peaks: fp32 matmul FLOP/s and copy bytes/s",
            "peaks": [asdict(p) for p in merged.values()]}
-    Path(path).write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
+    from archbench.bench.atomic import atomic_write
+
+    atomic_write(path, json.dumps(doc, indent=2) + "\n")
 
 
 def peaks_for(record: Record, peaks: Sequence[Peaks]) -> Peaks | None:
@@ -173,18 +175,23 @@ class Placement:
 
 def place(records: Iterable[Record], peaks: Sequence[Peaks] = (), zoo_outputs: bool = True) -> list[Placement]:
     """Roofline placements of the ok inference records that have FLOPs, a p50 and a size (a training step's
-    FLOPs are not the forward's, so mode train is left out)."""
+    FLOPs are not the forward's, so mode train is left out), and of generate records' decode step (``model
+    decode``: its FLOPs over its ``decode_bytes``, weights less the embedding table + the KV cache it reads)."""
     from archbench.bench.env import fingerprint
 
     out = []
     for r in records:
-        if not r.ok or not r.flops or not r.latency_p50_ms or r.size_mib is None or (r.mode or "infer") != "infer":
+        # A generate record is placed as one decode step: its FLOPs, and the bytes it reads (measure.generate).
+        decode = (r.mode or "infer") == "generate" and bool(r.decode_bytes)
+        if not r.ok or not r.flops or not r.latency_p50_ms or r.size_mib is None or \
+                ((r.mode or "infer") != "infer" and not decode):
             continue
         p = peaks_for(r, peaks)
         pl = Placement(
-            model=r.model, runtime=r.runtime, precision=r.precision, batch=int(r.batch or 1), device=r.device,
-            machine=fingerprint(r), flops=int(r.flops), weight_bytes=int(float(r.size_mib) * 2**20),
-            input_bytes=input_bytes(r) or 0, output_bytes=output_bytes(r, zoo_outputs),
+            model=r.model + (f" decode (prompt {r.prompt_len})" if decode else ""), runtime=r.runtime, precision=r.precision,
+            batch=int(r.batch or 1), device=r.device, machine=fingerprint(r), flops=int(r.flops),
+            weight_bytes=int(r.decode_bytes) if decode else int(float(r.size_mib) * 2**20),
+            input_bytes=0 if decode else input_bytes(r) or 0, output_bytes=0 if decode else output_bytes(r, zoo_outputs),
             achieved_flops_per_s=r.flops / (r.latency_p50_ms * 1e-3),  # FLOPs per forward / p50 seconds
             roof_flops_per_s=None, bound="?",
         )

@@ -17,7 +17,11 @@ What a runtime class declares (class attributes), and so owns — nothing outsid
 - ``artifact``: what the artifacts step (measure.artifacts, a worker of its own, once per model) must build for it:
   ``"none"`` or ``"onnx"`` (the exported graph, the input specs and the fp32 reference outputs);
 - ``package``: the distribution whose version goes into every record it measures (``runtime_version``);
-- ``extra``: the pip extra that installs it, for the one-line error when it is missing.
+- ``extra``: the pip extra that installs it, for the one-line error when it is missing;
+- ``generates``: whether ``--mode generate`` applies: after ``prepare``, ``decoder(model, prompt_len, new_tokens)``
+  returns the object the generation loop drives (archbench.bench.measure.generate.Decoder: ``convert`` a numpy
+  prompt, ``prefill`` it to the first token, ``decode`` one token to the next, ``tokens`` back to numpy, ``sync``,
+  ``kv_itemsize``); a runtime that does not generate makes those cells *skipped*.
 
 After ``prepare`` an instance holds ``load_ms`` (how it is counted is each runtime's docstring), ``size_bytes``
 (the artefact it loads, on disk), ``notes``, ``quant_method`` (how a reduced-precision variant was made),
@@ -92,6 +96,7 @@ class RuntimeBase:
     artifact: ClassVar[str] = "none"
     package: ClassVar[str] = ""
     extra: ClassVar[str] = ""
+    generates: ClassVar[bool] = False  # --mode generate: ``decoder`` after ``prepare``
 
     def __init__(self, threads: int, device: str) -> None:
         self.threads = threads
@@ -110,6 +115,11 @@ class RuntimeBase:
             raise UnsupportedCell(f"{cls.name} runs on {', '.join(cls.devices)} here; not {device}")
         if precision not in cls.precisions:
             raise UnsupportedCell(f"{cls.name} runs {', '.join(cls.precisions)}; not {precision}")
+
+    def decoder(self, model: Any, prompt_len: int, new_tokens: int) -> Any:
+        """The greedy decoder of ``--mode generate`` on the prepared model (see the module docstring)."""
+        raise UnsupportedCell(f"{self.name} cannot generate here (no decode-step path); "
+                              "--mode generate runs on torch, torch-compile and onnxruntime")
 
     @classmethod
     def version(cls) -> str:

@@ -10,6 +10,9 @@
 - ``load_ms``: creating the ``InferenceSession`` from the file (export and conversion are not included: a deployment
   ships the converted file).
 - ``size_bytes``: the variant's files on disk (.onnx plus any external .data).
+- generation (``--mode generate``): the decode-step graph (measure.generate_torch.export_step: past keys and values
+  in and out, batch, new tokens and cache length dynamic) runs the prefill from an empty cache and each decode
+  step; the argmax is numpy's (``OrtDecoder``). Its fp16 and int8-dynamic variants are made from that graph.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ class OnnxRuntime(RuntimeBase):
     artifact = "onnx"
     package = "onnxruntime"
     extra = ""
+    generates = True
 
     def __init__(self, threads: int, device: str) -> None:
         super().__init__(threads, device)
@@ -139,6 +143,42 @@ class OnnxRuntime(RuntimeBase):
 
     def outputs(self, out: Any) -> list[np.ndarray]:
         return [np.asarray(o, dtype=np.float32) for o in out]
+
+    def decoder(self, model: Any, prompt_len: int, new_tokens: int) -> OrtDecoder:
+        return OrtDecoder(self.session, model.specs)
+
+
+class OrtDecoder:
+    """Greedy decoding on the decode-step graph: (tokens, past_k, past_v) -> (logits, k, v), the outputs k, v fed
+    back as the next step's past. ``specs``: the graph's inputs at the prefill (tokens, two empty caches)."""
+
+    kv_itemsize = 4  # the graph's cache inputs and outputs are fp32 (fp16 variants keep fp32 at their edges)
+
+    def __init__(self, session: Any, specs: Any) -> None:
+        self.session = session
+        self.names = [i.name for i in session.get_inputs()]
+        self.cache_specs = specs[1:]
+        self.k = self.v = None
+
+    def convert(self, prompt: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(prompt, dtype=np.int64)
+
+    def _step(self, tokens: np.ndarray, k: np.ndarray, v: np.ndarray) -> np.ndarray:
+        logits, self.k, self.v = self.session.run(None, dict(zip(self.names, (tokens, k, v), strict=True)))
+        return logits[:, -1].argmax(-1)[:, None].astype(np.int64)
+
+    def prefill(self, prompt: np.ndarray) -> np.ndarray:
+        empty = [np.zeros(s.with_batch(prompt.shape[0]).shape, np.float32) for s in self.cache_specs]
+        return self._step(prompt, *empty)
+
+    def decode(self, token: np.ndarray) -> np.ndarray:
+        return self._step(token, self.k, self.v)
+
+    def tokens(self, token: np.ndarray) -> np.ndarray:
+        return token
+
+    def sync(self) -> None:
+        pass
 
 
 def _check_runs(model: Any, fp32: Path, variant: Path) -> None:

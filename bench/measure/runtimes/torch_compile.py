@@ -2,6 +2,10 @@
 
 Compilation happens on the first call of each batch size, so it lands in ``first_inference_ms``, not in the timed
 loop nor in ``load_ms`` (build + cast, as eager). Precisions, threads and size as eager.
+
+Generation (``--mode generate``): ``Llama.step_static`` on a KV cache of fixed capacity (prompt + new tokens - 1),
+compiled with static shapes: one graph for the prefill, one for a decode step (the position is a 0-d tensor, so
+no step recompiles). Both compilations land in the first (cold) generation, ``first_inference_ms``.
 """
 
 from __future__ import annotations
@@ -22,3 +26,8 @@ class TorchCompile(TorchEager):
         super().prepare(model, precision, workdir, quant)
         self.model = torch.compile(self.model, dynamic=False)
         self.runtime_config += "; torch.compile(dynamic=False) inductor default mode"
+
+    def decoder(self, model: Any, prompt_len: int, new_tokens: int) -> Any:
+        from archbench.bench.measure.generate_torch import make_decoder
+
+        return make_decoder(self.model, self.device, capacity=prompt_len + new_tokens - 1, compile_step=True)

@@ -6,6 +6,7 @@
 - threads: ``torch.set_num_threads(threads)``, inter-op pool 1.
 - ``load_ms``: building the module (``create_model`` or the user's factory) plus the cast or quantization.
 - ``size_bytes``: the ``torch.save``d state_dict of what runs.
+- generation (``--mode generate``): ``Llama.step`` with a growing KV cache (measure.generate_torch.TorchDecoder).
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ class TorchEager(RuntimeBase):
     artifact = "none"
     package = "torch"
     extra = ""
+    generates = True
 
     def __init__(self, threads: int, device: str) -> None:
         super().__init__(threads, device)
@@ -99,6 +101,11 @@ class TorchEager(RuntimeBase):
     def run(self, native_inputs: tuple[torch.Tensor, ...]) -> Any:
         with torch.inference_mode():
             return self.model(*native_inputs)
+
+    def decoder(self, model: Any, prompt_len: int, new_tokens: int) -> Any:
+        from archbench.bench.measure.generate_torch import make_decoder
+
+        return make_decoder(self.model, self.device)
 
     def synchronize(self) -> None:
         if self.device == "cuda":
