@@ -48,6 +48,33 @@ class Options:
     # --- mode generate (archbench.bench.measure.generate); the prompt is the model's example input (its seq_len)
     new_tokens: int = 0  # tokens generated per timed generation: 1 from the prefill, new_tokens - 1 decode steps
 
+    def __post_init__(self) -> None:  # the Python API checks what the CLI checks (archbench.bench.cli.argtypes)
+        if self.input_shape is not None and (not self.input_shape or not all(_whole(d) and d >= 1
+                                                                           for d in self.input_shape)):
+            raise ValueError(f"input_shape {self.input_shape!r}: expected positive whole numbers")
+        _counts(self, input_sets=1, fidelity_samples=0, calib_batches=1, calib_batch_size=1, train_samples=1,
+                max_batch_limit=1, new_tokens=0)
+        if self.mem_cap_mib is not None and not (_number(self.mem_cap_mib) and self.mem_cap_mib > 0):
+            raise ValueError(f"mem_cap_mib {self.mem_cap_mib!r}: expected a finite number > 0")
+
+
+def _whole(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _number(v: Any) -> bool:
+    import math
+
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _counts(obj: Any, **minimum: int) -> None:
+    """ValueError naming the field when one of these (optional) counts is not a whole number >= its minimum."""
+    for name, low in minimum.items():
+        v = getattr(obj, name)
+        if v is not None and not (_whole(v) and v >= low):
+            raise ValueError(f"{type(obj).__name__}.{name} = {v!r}: expected a whole number >= {low}")
+
 
 @dataclass(frozen=True)
 class Cell:
@@ -60,6 +87,13 @@ class Cell:
     knobs: str = "{}"  # canonical JSON of the builder keywords (canonical_knobs)
     mode: str = "infer"
     options: Options = field(default_factory=Options)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.source, str) or not self.source.strip():
+            raise ValueError(f"Cell.source = {self.source!r}: expected a model reference")
+        _counts(self, batch=1, threads=0)
+        if self.mode not in MODES:
+            raise ValueError(f"Cell.mode = {self.mode!r}: expected one of {', '.join(MODES)}")
 
     def key(self) -> tuple:
         """(source, knobs, runtime, precision, batch, device, threads, mode): Record.key() of its record."""
@@ -88,6 +122,16 @@ class StopRule:
     min_time_s: float = 1.0
     max_iters: int = 100_000
     max_time_s: float = 30.0
+
+    def __post_init__(self) -> None:
+        _counts(self, warmup_iters=0, min_iters=1, max_iters=1)
+        for name in ("warmup_s", "min_time_s", "max_time_s"):
+            v = getattr(self, name)
+            if not (_number(v) and v >= 0):
+                raise ValueError(f"StopRule.{name} = {v!r}: expected a finite number of seconds >= 0")
+        if self.max_iters < self.min_iters or self.max_time_s <= 0:
+            raise ValueError(f"StopRule: max_iters {self.max_iters} < min_iters {self.min_iters}, or max_time_s "
+                             f"{self.max_time_s} <= 0")
 
 
 # `archbench run`'s rule for one repetition: each cell gets several repetitions (worker processes), so one

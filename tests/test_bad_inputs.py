@@ -321,3 +321,26 @@ def test_resuming_a_generate_run_with_other_new_tokens_is_refused(workspace: Pat
     (out / "records.jsonl").write_text("")
     assert main(["run", "llama_tiny", "--mode", "generate", "--new-tokens", "8", "--resume", "--out", str(out)]) == 2
     assert "measured --new-tokens 64; --resume it with the same value" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("build, message", [
+    (lambda: __import__("archbench.bench.cell", fromlist=["Cell"]).Cell("mlp_s", batch=0), "Cell.batch = 0"),
+    (lambda: __import__("archbench.bench.cell", fromlist=["Cell"]).Cell("mlp_s", batch=True), "Cell.batch = True"),
+    (lambda: __import__("archbench.bench.cell", fromlist=["Cell"]).Cell(" "), "Cell.source = ' '"),
+    (lambda: __import__("archbench.bench.cell", fromlist=["Cell"]).Cell("mlp_s", mode="serve!"), "Cell.mode"),
+    (lambda: __import__("archbench.bench.cell", fromlist=["Options"]).Options(input_shape=(1, 0)), "input_shape"),
+    (lambda: __import__("archbench.bench.cell", fromlist=["Options"]).Options(fidelity_samples=-1),
+     "Options.fidelity_samples = -1"),
+    (lambda: __import__("archbench.bench.cell", fromlist=["Options"]).Options(mem_cap_mib=float("nan")),
+     "mem_cap_mib nan"),
+    (lambda: __import__("archbench.bench.cell", fromlist=["StopRule"]).StopRule(min_iters=0),
+     "StopRule.min_iters = 0"),
+    (lambda: __import__("archbench.bench.cell", fromlist=["StopRule"]).StopRule(min_time_s=-1.0),
+     "StopRule.min_time_s = -1.0"),
+    (lambda: __import__("archbench.models", fromlist=["create_model"]).create_model("mlp_s", width=0),
+     "knob width=0: expected a number > 0"),
+])
+def test_the_python_api_checks_what_the_cli_checks(build: object, message: str) -> None:
+    with pytest.raises(ValueError) as e:
+        build()  # type: ignore[operator]
+    assert message in str(e.value) and "\n" not in str(e.value)
