@@ -190,16 +190,21 @@ def _read(p: Path) -> str:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("phase, sig", [("export", signal.SIGTERM), ("calibration", signal.SIGINT),
-                                        ("measuring", signal.SIGHUP), ("reporting", signal.SIGTERM)])
-def test_a_signal_in_any_phase_stops_every_worker_and_loses_nothing(tmp_path: Path, phase: str, sig: int) -> None:
+@pytest.mark.parametrize("phase, sig, ignored", [
+    ("export", signal.SIGTERM, False), ("calibration", signal.SIGINT, False), ("measuring", signal.SIGHUP, False),
+    ("reporting", signal.SIGTERM, False),
+    ("measuring", signal.SIGINT, True),  # started as a shell's background job does: SIGINT ignored on entry
+])
+def test_a_signal_in_any_phase_stops_every_worker_and_loses_nothing(tmp_path: Path, phase: str, sig: int,
+                                                                    ignored: bool) -> None:
     tag = f"{os.getpid()}-{phase}-{time.monotonic_ns()}"
     env = {**os.environ, "ARCHBENCH_TEST_TAG": tag}
     flags, moment = PHASES[phase]
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "archbench.bench.cli.main", "run", *flags, "--repetitions", "2", "--threads", "1",
            "--min-time", "0.2", "--out", str(out)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=TESTS, env=env)
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=TESTS, env=env,
+                            preexec_fn=(lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if ignored else None)
     chunks: list[bytes] = []
     os.set_blocking(proc.stderr.fileno(), False)  # type: ignore[union-attr]
 

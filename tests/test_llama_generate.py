@@ -162,6 +162,7 @@ def test_step_exports_with_dynamic_cache_length() -> None:
 
 
 def test_static_step_compiles_without_graph_breaks_or_recompiles() -> None:
+    torch._dynamo.reset()  # dynamo caches per code object: a compile of step_static by an earlier test is not ours
     model = _model("llama_tiny", {"width": 0.5, "seq_len": 8})
     step = torch.compile(model.step_static, backend="eager", fullgraph=True)
     k, v = model.new_cache(2, capacity=12)

@@ -142,7 +142,7 @@ def test_sweep_runs_every_variant_and_picks_the_smallest(tmp_path: Path, capsys:
 
     out = tmp_path / "sweep"
     rc = main(["sweep", "mlp_s", "--width", "0.5,1", "--runtime", "torch", "--min-time", "0.02", "--min-iters", "60",
-               "--fidelity-samples", "0", "--budget", "size_mib<=1, p95_ms<=1000", "--out", str(out)])
+               "--fidelity-samples", "0", "--budget", "size_mib<=1, macs<=1e6", "--out", str(out)])
     text = capsys.readouterr().out
     recs = [json.loads(ln) for ln in (out / "records.jsonl").read_text().splitlines()]
     assert sorted(json.loads(r["knobs"])["width"] for r in recs) == [0.5, 1.0]

@@ -258,3 +258,6 @@ def _signals_interrupt() -> None:
 
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, handler)
+    # Ctrl-C stops a run even when it was started with SIGINT ignored (a shell's background job, nohup): a run
+    # that cannot be stopped cleanly would leave its workers behind.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
