@@ -233,3 +233,17 @@ def test_a_signal_in_any_phase_stops_every_worker_and_loses_nothing(tmp_path: Pa
     recs = read_records(out / "records.jsonl")
     assert recs and all(r.status == "ok" for r in recs), [r.error for r in recs]
     assert json.loads((out / "records.jsonl").read_text().splitlines()[-1])["status"] == "ok"
+
+
+def test_nan_outputs_are_said_so_not_called_an_export_disagreement(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.chdir(TESTS)
+    out = tmp_path / "nan"
+    main(["run", "userfactories:nan_out", "--runtime", "torch,onnxruntime", "--repetitions", "1", "--threads", "1",
+          "--min-time", "0.02", "--out", str(out)])
+    capsys.readouterr()
+    recs = {r.runtime: r for r in read_records(out / "records.jsonl")}
+    assert recs["torch"].ok and "the outputs are not finite (NaN/inf)" in recs["torch"].warning
+    assert recs["onnxruntime"].status == "failed"
+    assert "the PyTorch model's own outputs are not finite" in recs["onnxruntime"].error
+    assert "disagree" not in recs["onnxruntime"].error

@@ -120,6 +120,9 @@ def measure_cell(cell: Cell, rt: Any, model: Any, job: Job, rss_imports: float, 
         if job.repetition > 0:  # later repetitions only time: memory and fidelity do not vary between processes
             return _finish(rec, rt)
         _memory_pass(rec, rt, sets, cuda)
+        if not all(np.isfinite(o).all() for o in rt.outputs(rt.run(sets[0]))):  # timed, but computing nothing
+            rec.warning = "; ".join(w for w in (rec.warning, "the outputs are not finite (NaN/inf) on a random "
+                                                "input: the latency is real, the model's results are not") if w)
         if rec.peak_rss_mib is not None:
             rec.rss_model_mib = round(rec.peak_rss_mib - rss_imports, 2)
         seeds = fidelity_seeds(b, len(sets), cell.options.fidelity_samples)
