@@ -18,7 +18,8 @@ import json
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
-MODES = ("infer", "train", "maxbatch-trial", "generate")
+MODES = ("infer", "train", "maxbatch-trial", "generate", "offline", "server", "concurrency")  # the last three:
+# serving scenarios (archbench.bench.measure.scenario)
 
 
 def canonical_knobs(knobs: dict[str, Any] | None) -> str:
@@ -47,13 +48,24 @@ class Options:
     max_batch_limit: int | None = None
     # --- mode generate (archbench.bench.measure.generate); the prompt is the model's example input (its seq_len)
     new_tokens: int = 0  # tokens generated per timed generation: 1 from the prefill, new_tokens - 1 decode steps
+    # --- serving scenarios (archbench.bench.measure.scenario.Rules: 0 = the scenario's default; measure.maxqps)
+    serve_min_duration_s: float = 0.0
+    serve_min_queries: int = 0
+    serve_tolerance: float = 0.0
+    find_max_qps: str = ""  # the SLA of a --find-max-qps search ("" none)
+    max_qps_rel_tol: float = 0.0
 
     def __post_init__(self) -> None:  # the Python API checks what the CLI checks (archbench.bench.cli.argtypes)
         if self.input_shape is not None and (not self.input_shape or not all(_whole(d) and d >= 1
                                                                            for d in self.input_shape)):
             raise ValueError(f"input_shape {self.input_shape!r}: expected positive whole numbers")
         _counts(self, input_sets=1, fidelity_samples=0, calib_batches=1, calib_batch_size=1, train_samples=1,
-                max_batch_limit=1, new_tokens=0)
+                max_batch_limit=1, new_tokens=0, serve_min_queries=0)
+        for name in ("serve_min_duration_s", "serve_tolerance", "max_qps_rel_tol"):  # 0: the default
+            v = getattr(self, name)
+            if not (_number(v) and v >= 0 and (name == "serve_min_duration_s" or v < 1)):
+                raise ValueError(f"{name} {v!r}: expected a finite number >= 0" + ("" if name == "serve_min_duration_s"
+                                                                                  else " and < 1"))
         if self.mem_cap_mib is not None and not (_number(self.mem_cap_mib) and self.mem_cap_mib > 0):
             raise ValueError(f"mem_cap_mib {self.mem_cap_mib!r}: expected a finite number > 0")
 
@@ -87,6 +99,7 @@ class Cell:
     knobs: str = "{}"  # canonical JSON of the builder keywords (canonical_knobs)
     mode: str = "infer"
     options: Options = field(default_factory=Options)
+    scenario: str = ""  # serving modes: the scenario's descriptor (measure.scenario.Scenario.descriptor)
 
     def __post_init__(self) -> None:
         if not isinstance(self.source, str) or not self.source.strip():
@@ -96,9 +109,9 @@ class Cell:
             raise ValueError(f"Cell.mode = {self.mode!r}: expected one of {', '.join(MODES)}")
 
     def key(self) -> tuple:
-        """(source, knobs, runtime, precision, batch, device, threads, mode): Record.key() of its record."""
+        """(source, knobs, runtime, precision, batch, device, threads, mode, scenario): Record.key() of its record."""
         return (self.source, self.knobs, self.runtime, self.precision, self.batch, self.device, self.threads,
-                self.mode)
+                self.mode, self.scenario)
 
     @property
     def knob_dict(self) -> dict[str, Any]:
@@ -109,7 +122,8 @@ class Cell:
 
     def label(self) -> str:
         knobs = "" if self.knobs in ("", "{}") else " " + self.knobs
-        return f"{self.source}{knobs} {self.runtime} {self.precision} b{self.batch}"
+        return f"{self.source}{knobs} {self.runtime} {self.precision} b{self.batch}" + (
+            f" {self.mode} {self.scenario}" if self.scenario else "")
 
 
 @dataclass(frozen=True)

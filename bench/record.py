@@ -100,7 +100,8 @@ class Record:
     measure_s: float | None = None  # wall time of the timed loop
     warning: str = ""
     # --- training (archbench.bench.measure.train; mode train: latency_* = one training step, throughput_sps = batch / mean step)
-    mode: str = "infer"  # infer | train | maxbatch-trial (one memory-only trial of --find-max-batch)
+    mode: str = "infer"  # infer | train | maxbatch-trial (one memory-only trial of --find-max-batch) | generate |
+    # offline | server | concurrency (serving scenarios, below)
     optimizer: str = ""  # sgd | adamw (mode train)
     loss_fn: str = ""  # next-token-cross-entropy | cross-entropy | mse (random targets; see archbench.bench.measure.train)
     train_peak_mem_mib: float | None = None  # CPU: worker peak RSS; CUDA: max_memory_allocated; over a step
@@ -129,6 +130,30 @@ class Record:
     kv_rss_growth_mib: float | None = None  # measured: peak RSS during a generation - RSS before its prefill
     decode_bytes: int | None = None  # read per decode step: weights (less the embedding table) + KV cache
     decode_gbps: float | None = None  # decode_bytes / TPOT p50 / 1e9
+    # --- serving scenarios (archbench.bench.measure.serving; mode offline | server | concurrency: latency_* = one
+    # request, completion - arrival, queueing included; throughput_sps = achieved QPS = completed requests per second)
+    scenario: str = ""  # the scenario's settings, canonical ("qps=200 executors=2 ..."); "" for single-stream cells
+    offered_qps: float | None = None  # server: the Poisson arrival rate offered
+    concurrency: int | None = None  # concurrency: requests always in flight
+    executors: int | None = None  # executor threads, each with its own runtime instance
+    executor_threads: int | None = None  # intra-op threads of each executor's runtime
+    max_batch_size: int | None = None  # dynamic batching: most requests one executor runs as one batch
+    queue_delay_ms: float | None = None  # dynamic batching: longest the oldest queued request waits for a batch
+    valid: bool | None = None  # every repetition kept up and ran long enough (measure.loadgen); None: not serving
+    invalid_reason: str = ""
+    queries: int | None = None  # requests completed, all repetitions
+    mean_batch: float | None = None  # mean size of the executed batches
+    service_mean_ms: float | None = None  # mean run() time of one executed batch
+    utilization: float | None = None  # busy executor time / (executors x wall time)
+    backlog: int | None = None  # requests queued or running at the last arrival (max over repetitions)
+    loadgen_late_p50_ms: float | None = None  # server: how late the load generator issued arrivals vs schedule
+    loadgen_late_p99_ms: float | None = None
+    loadgen_cpu_us: float | None = None  # server: load-generator thread CPU time per issued request
+    latency_p90_lo_ms: float | None = None  # 95% interval of p90 over repetitions (serving records)
+    latency_p90_hi_ms: float | None = None
+    max_qps: float | None = None  # --find-max-qps: highest offered QPS that ran VALID and met the SLA (0: none)
+    max_qps_fail: float | None = None  # the lowest offered QPS above it that did not: the answer's bracket
+    sla: str = ""  # the SLA a --find-max-qps search judged its trials by
     # --- the runtime, as it reported itself (archbench.bench.measure.runtimes)
     runtime_version: str = ""  # version of the package that ran the model (torch, onnxruntime, openvino)
     runtime_threads: int | None = None  # intra-op threads the runtime says it used
@@ -150,6 +175,11 @@ class Record:
     cpu_count: int = 0
     gpu_name: str = ""
     gpu_driver: str = ""
+    # --- the cluster node that measured (--cluster, archbench.bench.measure.cluster; "" / None on a local run)
+    node_id: str = ""  # Ray node id
+    node_ip: str = ""
+    node_start_unix_s: float | None = None  # when the task that measured started holding the node (its one slot)
+    node_end_unix_s: float | None = None  # when this cell's record reached that task: the cell ran in between
     samples_ms: list[float] = field(default_factory=list)  # every timed call, repetitions concatenated
     # --- per repetition (JSONL only): the statistics the intervals and compare rest on, and the raw samples
     rep_p50_ms: list[float] = field(default_factory=list)
@@ -162,6 +192,8 @@ class Record:
     rep_ttft_p95_ms: list[float] = field(default_factory=list)
     rep_e2e_ms: list[float] = field(default_factory=list)
     ttft_samples_ms: list[float] = field(default_factory=list)  # every timed generation's TTFT
+    rep_p90_ms: list[float] = field(default_factory=list)  # serving: each repetition's p90
+    rep_qps: list[float] = field(default_factory=list)  # serving: each repetition's achieved QPS
 
     def fill_latency(self, samples_ms: list[float], *, first_ms: float | None, warmup_iters: int,
                      measure_s: float, other_cpu_pct: float | None, flops_per_call: float | None = None,
@@ -201,7 +233,7 @@ class Record:
     def key(self) -> tuple:
         """What identifies this cell across runs (archbench.bench.cell.Cell.key is the same tuple)."""
         return (self.model, self.knobs or "", self.runtime, self.precision, self.batch, self.device, self.threads,
-                self.mode or "infer")
+                self.mode or "infer", self.scenario or "")
 
     @property
     def ok(self) -> bool:

@@ -217,8 +217,7 @@ def test_rounds_run_every_cell_before_the_next_repetition(tmp_path: Path, monkey
                               knobs=c.knobs))
 
     monkeypatch.setattr(dispatch, "run_job", fake_run_job)
-    monkeypatch.setattr(engine, "_build_artifacts", lambda *a, **k: (tmp_path / "run" / "logs").mkdir(
-        parents=True, exist_ok=True))
+    monkeypatch.setattr(engine, "artifact_jobs", lambda *a, **k: [])
     spec = replace(_spec(tmp_path / "run", repetitions=3, seed=7), models=["a:x", "b:y", "c:z"],
                    runtimes=["torch", "torch-compile"])
     recs = engine.run(spec)

@@ -29,6 +29,8 @@ How each term is judged:
 - ``task_metric_drop`` is derived: the fp32 sibling's ``task_metric`` minus this cell's (archbench.bench.analyze.siblings:
   same model, knobs, batch, device, mode and machine; the torch fp32 cell when there is one, else the same
   runtime's);
+- a serving record (``archbench run --scenario``) whose run was INVALID (archbench.bench.measure.loadgen: it could not
+  keep up, or ran too short) FAILs every timed term, with the reason;
 - a missing metric is INCONCLUSIVE with the reason, a failed record ERROR, a skipped record SKIPPED.
 
 A record's verdict is FAIL if any term fails, else ERROR, else INCONCLUSIVE, else PASS.
@@ -39,7 +41,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -248,7 +250,8 @@ def record_label(r: Record) -> str:
     knobs = r.knobs or ""
     k = "" if knobs in ("", "{}") else " " + knobs.replace('"', "").replace(" ", "")
     mode = r.mode or "infer"
-    return f"{r.model}{k} {r.runtime} {r.precision} b{r.batch}" + ("" if mode == "infer" else f" {mode}")
+    return f"{r.model}{k} {r.runtime} {r.precision} b{r.batch}" + ("" if mode == "infer" else f" {mode}") + (
+        f" {r.scenario}" if r.scenario else "")
 
 
 def _combine(verdicts: Iterable[str]) -> str:
@@ -348,8 +351,11 @@ def judge_term(term: Term, r: Record, confidence: float, context: Sequence[Recor
     met = term.metric
     if met.mode and (r.mode or "infer") != met.mode:  # tpot_ms, tokens_per_s... on a record of another mode
         return TermVerdict(term, INCONCLUSIVE, reason=met.read(r, context)[1])
+    if r.valid is False and met.timed:  # a serving run that could not keep up: its timings pass nothing
+        return TermVerdict(term, FAIL, reason=f"INVALID serving run: {r.invalid_reason}")
     if met.rep_field and len(getattr(r, met.rep_field) or []) >= 2:  # ttft_ms, e2e_ms: their own repetitions
-        return judge_over_repetitions(term, getattr(r, met.rep_field), confidence)
+        v = judge_over_repetitions(term, getattr(r, met.rep_field), confidence)
+        return v if met.unit == "ms" else replace(v, reason=v.reason.replace("] ms over", f"] {met.unit} over"))
     if met.quantile is not None and met.samples:
         per_rep = _per_rep(r, met.quantile)
         if len(per_rep) >= 2:
@@ -388,8 +394,10 @@ def judge_record(r: Record, budget: Budget, context: Sequence[Record] = ()) -> R
 
 def judge(records: Sequence[Record], budget: Budget) -> list[RecordVerdict]:
     """Verdicts of every record (its fp32 siblings in ``records`` give the derived task_metric_drop)."""
-    # Max-batch search trials are probes, not candidates: their failures are expected and judged by nobody.
-    return [judge_record(r, budget, records) for r in records if r.mode != "maxbatch-trial"]
+    # Max-batch and max-QPS search trials are probes, not candidates: their failures are expected and judged by
+    # nobody (a max-QPS search's answer is the record with max_qps set).
+    return [judge_record(r, budget, records) for r in records
+            if r.mode != "maxbatch-trial" and not (r.sla and r.max_qps is None)]
 
 
 def summary(verdicts: Sequence[RecordVerdict]) -> dict[str, int]:
@@ -422,14 +430,16 @@ Verdicts = Mapping[tuple, CellVerdict]
 
 def verdicts_from_json(data: Any, records: Sequence[Record]) -> dict[tuple, CellVerdict]:
     """Match a verdicts.json (what ``archbench run --budget`` writes: ``verdicts_json`` of archbench.bench.report.verdicts)
-    to ``records`` by cell (model, knobs, runtime, precision, batch)."""
+    to ``records`` by cell (model, knobs, runtime, precision, batch, and the cell label: mode and scenario)."""
     if not isinstance(data, list):
         return {}
-    by_cell = {(v.get("model"), v.get("knobs") or "", v.get("runtime"), v.get("precision"), v.get("batch")): v
-               for v in data if isinstance(v, dict)}
+    # the cell label (record_label) tells a serving or training cell from the inference cell of the same batch
+    by_cell = {(v.get("model"), v.get("knobs") or "", v.get("runtime"), v.get("precision"), v.get("batch"),
+                v.get("cell")): v for v in data if isinstance(v, dict)}
     out = {}
     for r in records:
-        v = by_cell.get((r.model, r.knobs or "", r.runtime, r.precision, r.batch))
+        key = (r.model, r.knobs or "", r.runtime, r.precision, r.batch)
+        v = by_cell.get((*key, record_label(r)), by_cell.get((*key, None)))
         if v is None:
             continue
         why = [f"{t.get('term')} {t.get('verdict')}" + (f": {t['reason']}" if t.get("reason") else "")

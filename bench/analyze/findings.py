@@ -70,7 +70,7 @@ def macs_mispredictions(records: Sequence[Record], macs_ratio: float = MACS_RATI
     whose surprise (latency ratio / MACs ratio) is largest; most surprising first."""
     groups: dict[tuple, list[Record]] = defaultdict(list)
     for r in timed(records):
-        if r.macs:
+        if r.macs and not r.scenario:  # serving latencies hold queueing: analyze.serving compares those
             groups[(fingerprint(r), r.runtime, r.precision, r.batch, r.device, r.mode or "infer")].append(r)
     best: dict[tuple, MacsMisprediction] = {}
     for key, rs in groups.items():
@@ -148,7 +148,8 @@ def runtime_winners(records: Sequence[Record]) -> list[RuntimeWinner]:
     best p50), and the Mann-Whitney p-value of the difference."""
     cells: dict[tuple, list[Record]] = defaultdict(list)
     for r in timed(records):
-        cells[(setup_key(r), r.precision)].append(r)
+        if not r.scenario:  # serving runs: their winners are analyze.serving's (max QPS, throughput, p99 at a load)
+            cells[(setup_key(r), r.precision)].append(r)
     out = []
     for rs in cells.values():
         if len({r.runtime for r in rs}) < 2:
@@ -168,8 +169,10 @@ def runtime_winners(records: Sequence[Record]) -> list[RuntimeWinner]:
 
 
 def unstable_cells(records: Sequence[Record]) -> list[Record]:
-    """Timed cells with CV > CV_WARN, most variable first."""
-    return sorted((r for r in timed(records) if (r.latency_cv or 0) > CV_WARN), key=lambda r: -(r.latency_cv or 0))
+    """Timed cells with CV > CV_WARN, most variable first (not serving runs: the spread of their latencies is the
+    queue at work)."""
+    return sorted((r for r in timed(records) if (r.latency_cv or 0) > CV_WARN and not r.scenario),
+                  key=lambda r: -(r.latency_cv or 0))
 
 
 def busy_cells(records: Sequence[Record]) -> list[Record]:

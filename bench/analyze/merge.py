@@ -213,7 +213,7 @@ def cross_machine_rows(records: Sequence[Record], metric: str = "p50_ms") -> tup
     cells: dict[tuple, dict[tuple[str, str], Any]] = {}
     for r in records:
         value = met.value(r, records)
-        if not r.ok or value is None or r.mode == "maxbatch-trial":
+        if not r.ok or value is None or r.mode == "maxbatch-trial" or r.scenario:  # serving: report.serving
             continue
         g = (labels[fingerprint(r)], r.device)
         if g not in groups:

@@ -198,6 +198,14 @@ METRICS: dict[str, Metric] = {m.name: m for m in [
            "kv_rss_growth_mib", mode="generate"),
     Metric("decode_gbps", "GB/s", HIGHER, "bytes a decode step reads (weights + KV cache) / TPOT p50, GB/s",
            "decode_gbps", timed=True, estimate=True, mode="generate"),
+    # serving scenarios (archbench run --scenario, measure.serving): latency_* hold one request's latency,
+    # completion - arrival, queueing included; a record whose run was INVALID fails every timed term (budgets)
+    Metric("max_qps", "QPS", HIGHER, "highest offered QPS whose server run was VALID and met the --sla "
+           "(--find-max-qps; the bracket's lower end)", "max_qps", timed=True, estimate=True, mode="server"),
+    _pct("server_p99_ms", 0.99, "99th percentile request latency (completion - arrival) of a server-scenario "
+         "run (over repetitions)", "latency_p99_ms", mode="server"),
+    Metric("offline_sps", "samples/s", HIGHER, "offline scenario: samples completed per second with batching "
+           "(over repetitions)", "throughput_sps", timed=True, estimate=True, rep_field="rep_qps", mode="offline"),
 ]}
 
 
@@ -218,7 +226,7 @@ ALIASES: dict[str, str] = {
     "peak_mem_mib": "peak_rss_mib", "rss_mib": "peak_rss_mib", "memory": "peak_rss_mib", "size": "size_mib",
     "latency_ms": "p50_ms", "median_ms": "p50_ms", "top1": "top1_agree", "sqnr": "sqnr_db", "sps": "throughput_sps",
     "accuracy_drop": "task_metric_drop", "ttft": "ttft_ms", "tpot": "tpot_ms", "tokens_s": "tokens_per_s",
-    "tok_s": "tokens_per_s",
+    "tok_s": "tokens_per_s", "offline_qps": "offline_sps",
 }
 
 _PCT_RE = re.compile(r"^(?:latency_)?p(\d{1,2}(?:\.\d+)?)_ms$")

@@ -27,8 +27,8 @@ from archbench.bench.record import Record
 
 
 def setup_key(r: Record) -> tuple:
-    """What siblings share: machine fingerprint, model, knobs, batch, device, mode."""
-    return (fingerprint(r), r.model, r.knobs or "", r.batch, r.device, r.mode or "infer")
+    """What siblings share: machine fingerprint, model, knobs, batch, device, mode (and serving scenario)."""
+    return (fingerprint(r), r.model, r.knobs or "", r.batch, r.device, r.mode or "infer", r.scenario or "")
 
 
 class Siblings:

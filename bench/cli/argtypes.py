@@ -90,6 +90,25 @@ def check_positive(value: object, what: str = "value") -> float:
 positive_number = _argtype(lambda t: check_positive(t), "number")
 
 
+def _listed(check: Callable[[str], object]) -> Callable[[str], list[object]]:
+    def parse(text: str) -> list[object]:
+        items = [t.strip() for t in text.split(",")]
+        if not all(items):
+            raise ValueError(f"value {text!r}: expected a comma list, e.g. 1,2,4")
+        return list(dict.fromkeys(check(t) for t in items))
+
+    return parse
+
+
+def count_list(minimum: int = 1) -> Callable[[str], object]:
+    """argparse type: a comma list of whole numbers >= minimum (``1,2,4``), duplicates dropped."""
+    return _argtype(_listed(lambda t: check_count(t, minimum, maximum=2**31 - 1)), "count list")
+
+
+positive_list = _argtype(_listed(lambda t: check_positive(t)), "number list")  # finite numbers > 0
+seconds_list = _argtype(_listed(lambda t: check_seconds(t, allow_zero=True)), "duration list")  # finite, >= 0
+
+
 class Parser(argparse.ArgumentParser):
     """An ArgumentParser whose errors are one line, ``archbench run: error: ... (archbench run --help)``, exit 2,
     instead of the full usage block: the line that matters stays visible in CI logs."""

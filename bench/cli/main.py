@@ -13,6 +13,7 @@ from archbench.bench.cli.options import (  # noqa: F401  (re-exported for sweep 
     DEFAULT_ZOO,
     KNOB_FLAGS,
     add_cell_options,
+    add_cluster_options,
     add_model_options,
     add_timing_options,
     knobs_from_args,
@@ -35,6 +36,9 @@ EPILOG = """examples:
   archbench sweep resnet_s --width 0.25,0.5,1 --budget budgets/edge.toml
   archbench report runs/x --out review/           report.md, CSV, JSON and plots
   archbench compare runs/base runs/new --fail-on "p95_ms:+10%"
+  archbench run mlp_s --scenario server --qps 200,800 --executors 1,2   latency under Poisson load
+  archbench run resnet_s --find-max-qps --sla "p99_ms<=20"      the highest QPS that meets the SLA
+  archbench plan runs/x --qps 500 --sla "p99_ms<=20"             executors for a QPS, from single-stream runs
   archbench kernels --quick                       fused Triton kernels vs PyTorch (GPU; interpreter checks on CPU)
 
 exit codes: 0 ok, 1 a check failed, 2 bad input (one line on stderr; --debug for the traceback),
@@ -91,6 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
                "  archbench run resnet_s vit_s --repetitions 5 --rel-ci 0.05   repeat until p50 is within +/-5%\n"
                "  archbench run resnet_s vit_s --mode train --batch 8,32 --optimizer adamw   training steps\n"
                "  archbench run mlp_m --mode train --find-max-batch --mem-cap-mib 2048    largest batch that fits\n"
+               "  archbench run mlp_s resnet_s --scenario single-stream,offline,server --qps 200,800 --batch 1,8 "
+               "--max-batch 8\n"
+               "  archbench run resnet_s --runtime onnxruntime --find-max-qps --sla \"p99_ms<=20\" --executors 1,2\n"
                "  archbench run llama_s --mode generate --prompt-len 128,512 --new-tokens 64 "
                "--budget \"ttft_ms<=200, tpot_ms<=20\"\n"
                "  archbench run resnet_s mobilenet_s --precision fp32,int8-dynamic,int8-static "
@@ -109,10 +116,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="output folder (default runs/<timestamp>)")
     p.add_argument("--resume", action="store_true", help="continue a run in --out: skip cells that have ok records")
     add_timing_options(p)
+    add_cluster_options(p)
     add_model_options(p)
     from archbench.bench.cli import trainopts
 
     trainopts.add_arguments(p)
+    from archbench.bench.cli import serveopts
+
+    serveopts.add_arguments(p)
     from archbench.bench.cli import budget_args
 
     budget_args.add_budget_arguments(p)
@@ -136,6 +147,7 @@ def _add_module_commands(sub: Any) -> None:
         ("pick", "archbench.bench.cli.pick", "the best record that passes a budget, the Pareto front, int8/dominated flags"),
         ("sweep", "archbench.bench.cli.sweep", "measure knob variants of a model and report the smallest that passes"),
         ("doctor", "archbench.bench.cli.doctor", "is this machine fit to measure? its run-to-run noise, OS facts, advice"),
+        ("plan", "archbench.bench.cli.plan", "executors (replicas) for a QPS at a latency SLA, from single-stream records"),
     ]
     for name, module, help_text in table:
         mod = importlib.import_module(module)

@@ -48,6 +48,37 @@ def add_timing_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--warmup", type=count(0), default=None, help=f"warm-up calls at least (default {QUICK.warmup_iters})")
 
 
+def add_cluster_options(p: argparse.ArgumentParser) -> None:
+    """--cluster, --target: `run` and `sweep` on a Ray cluster (archbench.bench.measure.cluster)."""
+    g = p.add_argument_group("on a Ray cluster (pip install 'archbench[ray]'; README: 'Sweeps on a Ray cluster')")
+    g.add_argument("--cluster", metavar="ADDRESS", default=None,
+                   help="run each job as a Ray task on a node it holds alone: local (a one-node Ray here), auto (the "
+                        "cluster this machine joined with `ray start`), HOST:6379 or ray://HOST:10001")
+    g.add_argument("--target", metavar="LABEL", default=None,
+                   help="with --cluster: only nodes that offer these Ray custom resources (NAME, e.g. cpu-avx512) or "
+                        "carry these labels (KEY=VALUE); a comma list, all required")
+
+
+def cluster_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    """RunSpec's ``cluster`` and ``target`` from --cluster / --target ({} without --cluster); UsageError first of
+    all when Ray is not installed."""
+    cluster, target = getattr(args, "cluster", None), getattr(args, "target", None)
+    if cluster is None:
+        if target:
+            raise UsageError(f"--target {target!r} picks cluster nodes: it needs --cluster")
+        return {}
+    from archbench.bench.measure.cluster import parse_target, require_ray
+
+    require_ray()
+    if not cluster.strip():
+        raise UsageError("--cluster '': expected local, auto or a Ray address (HOST:6379, ray://HOST:10001)")
+    for flag in ("find_max_batch", "find_max_qps"):  # searches whose trials depend on each other: this machine only
+        if getattr(args, flag, False):
+            raise UsageError(f"--{flag.replace('_', '-')} does not run on --cluster (its trials depend on each "
+                             "other): drop one")
+    return {"cluster": cluster.strip(), "target": parse_target(target)}
+
+
 def add_model_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("model options")
     g.add_argument("--input-shape", metavar="1,3,224,224", help="example input shape when the model cannot say")

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-from archbench.bench.cli.options import DEFAULT_ZOO, csv_list, knobs_from_args
+from archbench.bench.cli.options import DEFAULT_ZOO, cluster_from_args, csv_list, knobs_from_args
 from archbench.bench.errors import UsageError
 from archbench.bench.measure.harness import BUSY_PCT
 from archbench.bench.measure.runtimes import RUNTIMES
@@ -79,7 +79,7 @@ def spec_from_args(args: argparse.Namespace):
         models=models, out=out, runtimes=runtimes, precisions=precisions, batches=batches, device=args.device,
         threads=args.threads or 0, knobs=knobs_from_args(args), rule=rule, timeout_s=args.timeout,
         resume=args.resume, repetitions=args.repetitions, rel_ci=args.rel_ci,
-        max_repetitions=args.max_repetitions, seed=args.seed,
+        max_repetitions=args.max_repetitions, seed=args.seed, **cluster_from_args(args),
     )
 
 
@@ -109,7 +109,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     from archbench.bench.record import latest_per_cell, read_records
 
     spec = spec_from_args(args)
-    from archbench.bench.cli import budget_args
+    from archbench.bench.cli import budget_args, serveopts
+
+    spec = serveopts.apply(args, spec)  # --scenario offline/server/concurrency: serving cells (measure.serving)
 
     budget = budget_args.budget_from_args(args)  # a malformed budget is exit 2 before any cell runs
     budget_args.check_precisions(args.precision)
@@ -118,7 +120,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise UsageError(f"{spec.out / 'records.jsonl'} exists; pass --resume to continue it or choose another --out")
     if spec.resume and spec.mode == "generate":  # new_tokens is one value per run, not part of a cell's key
         _same_new_tokens(spec)
-    if spec.device == "cuda":
+    if spec.device == "cuda" and spec.cluster is None:  # on a cluster the nodes have the GPUs, not this driver
         import torch
 
         if not torch.cuda.is_available():
@@ -127,12 +129,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     reps = f"{spec.repetitions} repetitions" + (f" (up to {spec.max_repetitions or 3 * spec.repetitions} until "
                                                 f"p50 is within +/-{spec.rel_ci:.0%})" if spec.rel_ci else "")
     print(f"archbench run: {n_cells} cells ({len(spec.models)} models x {', '.join(spec.runtimes)} x "
-          f"{', '.join(spec.precisions)} x batch {','.join(map(str, spec.batches))}) on {spec.device}, "
+          f"{', '.join(spec.precisions)} x batch {','.join(map(str, spec.batches)) or '-'}"
+          f"{f' + {len(spec.scenarios)} serving scenario(s)' if spec.scenarios else ''}) on {spec.device}, "
           f"{spec.resolved_threads()} threads, {reps} each, interleaved -> {spec.out}", file=sys.stderr)
     bar = _progress(n_cells * spec.repetitions)
     if spec.options.find_max_batch:  # trials per group are not known in advance: no total, no bar
         print(f"archbench run: --find-max-batch, {spec.mode} mode: one search per model x runtime x precision, "
               f"starting at batch {min(spec.batches)}", file=sys.stderr)
+        bar = lambda msg, i, n: print(f"[{i}] {msg}", file=sys.stderr, flush=True)  # noqa: E731
+    if spec.options.find_max_qps:  # nor are a max-QPS search's
         bar = lambda msg, i, n: print(f"[{i}] {msg}", file=sys.stderr, flush=True)  # noqa: E731
 
     def progress(rec: Any, i: int, total: int) -> None:
@@ -140,6 +145,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         what = "" if rec.mode == "infer" else f" {rec.mode}" + (f" (max batch {rec.max_batch})"
                                                                if rec.max_batch is not None else "")
         what += f" prompt {rec.prompt_len}" if rec.prompt_len else ""
+        what += f" {rec.scenario}{' INVALID' if rec.valid is False else ''}" if rec.scenario else ""
         rnd = f" round {rec.rep_rounds[0] + 1}" if rec.repetitions == 1 and rec.rep_rounds else ""
         bar(f"{rec.model} {rec.runtime} {rec.precision} b{rec.batch}{what}{rnd}: {mark}", i, total)
 
@@ -156,6 +162,10 @@ def cmd_run(args: argparse.Namespace) -> int:
             from archbench.bench.measure.maxbatch import run_search
 
             run_search(spec, progress=progress)
+        elif spec.options.find_max_qps:
+            from archbench.bench.measure.maxqps import run_search as search_qps
+
+            search_qps(spec, progress=progress)
         else:
             engine.run(spec, progress=progress, decided=decided if budget else None)
     except KeyboardInterrupt as e:
@@ -183,17 +193,19 @@ def _report(args: argparse.Namespace, spec: Any, records: list[Any], budget: Any
     """Reports, summary, verdicts and the exit code of a run whose records are on disk."""
     from tabulate import tabulate
 
-    from archbench.bench.cli import budget_args, genopts
+    from archbench.bench.cli import budget_args, genopts, serveopts
     from archbench.bench.report.markdown import write_reports
     from archbench.bench.report.tables import TABLE_COLS, table_rows
 
     jsonl = spec.out / "records.jsonl"
     gen = genopts.report_extras(spec, records)  # --mode generate: the copy bandwidth and the context plots
+    gen["plots"] = [*gen.get("plots", []), *serveopts.plots(spec, records)]  # --scenario server: latency vs load
     paths = write_reports(spec.out, records, command="archbench " + " ".join(sys.argv[1:]), **gen)
-    plain = [r for r in records if r.mode != "generate"]  # generate records: their own table, TTFT and TPOT
+    plain = [r for r in records if r.mode != "generate" and not r.scenario]  # generate and serving: own tables
     if plain:
         print(tabulate(table_rows(plain), headers=TABLE_COLS, tablefmt="simple", disable_numparse=True))
     genopts.print_table(records, gen)
+    serveopts.print_summary(records)
     from archbench.bench.report.findings import winner_lines
 
     for line in winner_lines(records):

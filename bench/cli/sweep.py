@@ -31,7 +31,7 @@ SWEEP_KNOBS: dict[str, type] = {"width": float, "depth": int, "resolution": int,
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from archbench.bench.analyze.select import DEFAULT_OBJECTIVE
     from archbench.bench.cli.budget_args import add_budget_arguments, add_variant_arguments
-    from archbench.bench.cli.main import add_cell_options, add_timing_options
+    from archbench.bench.cli.main import add_cell_options, add_cluster_options, add_timing_options
 
     p.add_argument("model", help="zoo name (or pkg.module:factory taking the knobs as keywords)")
     g = p.add_argument_group("knobs (comma lists; every combination is a variant)")
@@ -44,6 +44,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", help="output folder (default runs/sweep-<timestamp>)")
     p.add_argument("--resume", action="store_true", help="continue a sweep in --out")
     add_timing_options(p)
+    add_cluster_options(p)
     p.add_argument("--objective", default=DEFAULT_OBJECTIVE, help=f"what the pick optimizes (default {DEFAULT_OBJECTIVE})")
     add_budget_arguments(p, required=True)
     add_variant_arguments(p)
@@ -138,11 +139,18 @@ def run(args: argparse.Namespace) -> int:
 
     interrupted = False
     try:
-        for i, knobs in enumerate(combos):
+        if base.cluster is not None and not base.variants:
+            # On a cluster, one run of every variant: each round's jobs (variants x runtimes x precisions) go to
+            # the nodes at once, instead of one variant's few jobs at a time.
             spec = copy.copy(base)
-            spec.knobs = dict(knobs)
-            spec.resume = base.resume or i > 0  # one records.jsonl for the whole sweep
+            spec.variants = {args.model: [dict(k) for k in combos]}
             engine.run(spec, progress=progress)
+        else:
+            for i, knobs in enumerate(combos):
+                spec = copy.copy(base)
+                spec.knobs = dict(knobs)
+                spec.resume = base.resume or i > 0  # one records.jsonl for the whole sweep
+                engine.run(spec, progress=progress)
     except KeyboardInterrupt:
         interrupted = True
         print("\narchbench: interrupted; finished cells are kept (re-run with --resume)", file=sys.stderr)

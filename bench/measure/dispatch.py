@@ -2,6 +2,7 @@
 
     run_job(job, out, timeout_s, on_record)   # every cell of the job gets exactly one record, whatever happens
     build_artifacts(job, out, timeout_s)      # the artifacts worker; its failure is reported by the cells after it
+    Local(out, timeout_s)                     # the engine's Dispatcher on this machine (measure.cluster: on Ray)
 
 A worker runs in its own process group (so Ctrl-C reaches only the parent, which kills the group). A worker that
 crashes, is killed (e.g. by the OOM killer) or times out yields a failed record for the cell it was on, and a fresh
@@ -18,8 +19,9 @@ import signal
 import subprocess
 import time
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Protocol
 
 from archbench.bench.cell import Cell, Job
 from archbench.bench.measure.protocol import new_record
@@ -158,3 +160,31 @@ def build_artifacts(job: Job, out: Path, timeout_s: float) -> None:
         if proc.poll() is None:
             kill(proc)
             proc.wait()
+
+
+class Dispatcher(Protocol):
+    """Where the engine's jobs run: worker processes on this machine (``Local``) or Ray tasks, one node each
+    (measure.cluster). Both run the same worker with the same JSON protocol; only where differs."""
+
+    def artifacts(self, jobs: list[Job]) -> None:
+        """Make each job's artefact folder available to the measuring jobs of its source (before any of them)."""
+
+    def run_round(self, jobs: list[Job], on_record: OnRecord) -> None:
+        """Run one round's jobs (in this order where they run one after another); every cell of every job gets
+        its record through ``on_record`` as it finishes."""
+
+
+@dataclass
+class Local:
+    """Every job in a worker process of this machine, one after another, in the order given."""
+
+    out: Path
+    timeout_s: float
+
+    def artifacts(self, jobs: list[Job]) -> None:
+        for job in jobs:
+            build_artifacts(job, self.out, self.timeout_s)
+
+    def run_round(self, jobs: list[Job], on_record: OnRecord) -> None:
+        for job in jobs:
+            run_job(job, self.out, self.timeout_s, on_record)

@@ -15,6 +15,10 @@ verdict is decided: ``decided``), or at ``max_repetitions``.
 Every repetition is appended to ``repetitions.jsonl`` and fsync'ed the moment it arrives; a cell's combined record
 (measure.repetitions) goes to ``records.jsonl`` when its last repetition is in. ``resume`` skips cells with an ok
 record and continues the others from the repetitions already on disk.
+
+Where the workers run is the dispatcher's business (measure.dispatch.Dispatcher): this machine, one job after
+another (``dispatch.Local``), or a Ray cluster with ``cluster`` set (measure.cluster: a round's jobs at once, one
+node each). The plan, the rounds, the stop rule, resume and the files on disk are the same either way.
 """
 
 from __future__ import annotations
@@ -57,15 +61,19 @@ class RunSpec:
     max_repetitions: int | None = None  # with rel_ci: add repetitions up to this many (default 3 x repetitions)
     rel_ci: float | None = None  # target p50 interval half-width, as a fraction; None: exactly `repetitions`
     seed: int | None = None  # of the round order (None: from the clock; recorded in the log)
+    cluster: str | None = None  # None: this machine; "local", "auto" or a Ray address: jobs on Ray (measure.cluster)
+    target: tuple[str, ...] = ()  # with cluster: Ray custom resources (NAME) or node labels (KEY=VALUE), all required
+    # Serving cells (measure.serving), (mode, scenario descriptor) each, measured at batch 1 after ``batches``
+    scenarios: list[tuple[str, str]] = field(default_factory=list)
 
     def resolved_threads(self) -> int:
         return self.threads or os.cpu_count() or 1
 
     def cell(self, model: str, runtime: str, precision: str, batch: int, mode: str | None = None,
-             knobs: dict[str, Any] | None = None) -> Cell:
+             knobs: dict[str, Any] | None = None, scenario: str = "") -> Cell:
         return Cell(source=model, runtime=runtime, precision=precision, batch=batch, device=self.device,
                     threads=self.resolved_threads(), knobs=canonical_knobs(self.knobs if knobs is None else knobs),
-                    mode=mode or self.mode, options=self.options)
+                    mode=mode or self.mode, options=self.options, scenario=scenario)
 
     def knob_sets(self, model: str) -> list[dict[str, Any]]:
         """The knob sets ``model`` is measured with: its ``variants``, else ``knobs``."""
@@ -79,6 +87,8 @@ class RunSpec:
                     for p in self.precisions:
                         for b in self.batches:
                             yield self.cell(m, rt, p, b, knobs=knobs)
+                        for mode, scenario in self.scenarios:
+                            yield self.cell(m, rt, p, 1, mode=mode, knobs=knobs, scenario=scenario)
 
     def workdir(self, model: str, knobs: dict[str, Any] | str | None = None) -> Path:
         """The artefact folder of ``model`` with ``knobs`` (default: the spec's), shared by its runtimes and
@@ -94,7 +104,7 @@ def plan(spec: RunSpec, done: set[tuple] | None = None) -> list[tuple[Cell, ...]
     groups: dict[tuple, list[Cell]] = {}
     for c in spec.cells():
         if c.key() not in done:
-            groups.setdefault((c.source, c.knobs, c.runtime, c.precision), []).append(c)
+            groups.setdefault((c.source, c.knobs, c.runtime, c.precision, c.scenario), []).append(c)
     return [tuple(g) for g in groups.values()]
 
 
@@ -128,6 +138,16 @@ def artifact_kind(runtimes: list[str], source: str) -> str | None:
 Progress = Callable[[Record, int, int], None]
 
 
+def dispatcher(spec: RunSpec) -> dispatch.Dispatcher:
+    """Where ``spec``'s jobs run: this machine, or the Ray cluster of ``spec.cluster`` (connected here: a cluster
+    that cannot be reached, or has no node for ``spec.target``, is a UsageError before anything runs)."""
+    if spec.cluster is None:
+        return dispatch.Local(spec.out, spec.timeout_s)
+    from archbench.bench.measure.cluster import ClusterDispatcher
+
+    return ClusterDispatcher(spec.cluster, spec.target, spec.out, spec.timeout_s, spec.device)
+
+
 def run(spec: RunSpec, progress: Progress | None = None,
         decided: Callable[[Record], bool] | None = None) -> list[Record]:
     """Run every cell of ``spec`` not already done; return the combined records of this invocation.
@@ -145,6 +165,7 @@ def run(spec: RunSpec, progress: Progress | None = None,
     if jsonl.exists() and not spec.resume:
         raise FileExistsError(f"{jsonl} exists; pass --resume to continue that run or choose another --out")
     groups = plan(spec, done_cells(jsonl) if spec.resume else set())
+    where = dispatcher(spec)
     cells = [c for g in groups for c in g]
     reps: dict[tuple, list[Record]] = {c.key(): [] for c in cells}
     if spec.resume and reps_path.exists():
@@ -190,7 +211,8 @@ def run(spec: RunSpec, progress: Progress | None = None,
         append_jsonl(jsonl, rec)
         records.append(rec)
 
-    _build_artifacts(spec, groups, run_id)
+    (spec.out / "logs").mkdir(parents=True, exist_ok=True)
+    where.artifacts(artifact_jobs(spec, groups, run_id))
     with open(spec.out / "logs" / "rounds.log", "a", encoding="utf-8") as log:
         log.write(f"run {run_id}: seed {seed}, {len(cells)} cells, {spec.repetitions}..{cap} repetitions\n")
     start = min((len(v) for v in reps.values()), default=0)
@@ -203,9 +225,8 @@ def run(spec: RunSpec, progress: Progress | None = None,
         if not active:
             break
         total = max(total, count + sum(len(g) for g in active))
-        for g in _interleave(active, rng):
-            dispatch.run_job(Job(cells=g, workdir=str(spec.workdir(g[0].source, g[0].knobs)), run_id=run_id,
-                                 rule=spec.rule, repetition=rnd), spec.out, spec.timeout_s, on_rep)
+        where.run_round([Job(cells=g, workdir=str(spec.workdir(g[0].source, g[0].knobs)), run_id=run_id,
+                             rule=spec.rule, repetition=rnd) for g in _interleave(active, rng)], on_rep)
     for c in cells:
         if c.key() not in final and reps[c.key()]:
             finish(c)
@@ -227,16 +248,17 @@ def _interleave(groups: list[tuple[Cell, ...]], rng: Any) -> list[tuple[Cell, ..
     return out
 
 
-def _build_artifacts(spec: RunSpec, groups: list[tuple[Cell, ...]], run_id: str) -> None:
-    """One artifacts worker per model whose runtimes need files, before any measuring worker."""
-    (spec.out / "logs").mkdir(parents=True, exist_ok=True)
+def artifact_jobs(spec: RunSpec, groups: list[tuple[Cell, ...]], run_id: str) -> list[Job]:
+    """One artifacts job per model (and knob set) whose runtimes need files, run before any measuring worker."""
     if spec.mode not in ("infer", "generate"):  # training builds its model in the measuring worker
-        return
+        return []
     by_source: dict[tuple[str, str], list[Cell]] = {}
     for g in groups:
         by_source.setdefault((g[0].source, g[0].knobs), []).extend(g)
+    jobs = []
     for (source, knobs), cells in by_source.items():
         kind = artifact_kind([c.runtime for c in cells], source)
         if kind is not None:
-            dispatch.build_artifacts(Job(cells=tuple(cells), workdir=str(spec.workdir(source, knobs)), run_id=run_id,
-                                         rule=spec.rule, kind="artifacts", artifact=kind), spec.out, spec.timeout_s)
+            jobs.append(Job(cells=tuple(cells), workdir=str(spec.workdir(source, knobs)), run_id=run_id,
+                            rule=spec.rule, kind="artifacts", artifact=kind))
+    return jobs

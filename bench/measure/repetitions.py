@@ -6,7 +6,8 @@ Each repetition arrives as a record of one timed loop (its ``rep_*`` lists hold 
 keeps repetition 0's memory, fidelity and cold-start fields (later repetitions only time), pools the samples, and
 replaces p50/p95/p99/mean (and throughput) by their estimate over repetitions with a 95% interval
 (analyze.intervals). The per-loop "CV > 10%" flag gives way to what matters across processes: the interval's width.
-A generation record's TTFT and end-to-end time get the same treatment (``_combine_generation``).
+A generation record's TTFT and end-to-end time get the same treatment (``_combine_generation``); a serving record its
+p90, achieved QPS and validity (measure.serving.combine_serving).
 """
 
 from __future__ import annotations
@@ -31,9 +32,13 @@ def combine(reps: Sequence[Record], target: float | None = None) -> Record:
     out = replace(ok[0])  # repetition 0 (the earliest round) has memory, fidelity and the cold start
     if not all(r.rep_p50_ms for r in ok):  # untimed (a max-batch trial): nothing to combine
         return out
-    notes = [w for w in out.warning.split("; ") if w and not w.startswith(("unstable:", "busy machine:"))]
+    notes = [w for w in out.warning.split("; ") if w and not w.startswith(("unstable:", "busy machine:"))
+             and w != "re-measure on an idle one"]  # the busy warning's own second half
     if bad:
         notes.append(f"{len(bad)} of {len(reps)} repetitions {bad[0].status}: {bad[0].error[:200]}")
+    nodes = {r.node_id for r in ok if r.node_id}
+    if len(nodes) > 1:  # --cluster (measure.cluster): each repetition went to whichever node was free
+        notes.append(f"repetitions ran on {len(nodes)} cluster nodes: the interval includes node-to-node differences")
     out.samples_by_rep = [r.samples_ms for r in ok]
     out.samples_ms = [x for r in ok for x in r.samples_ms]
     out.rep_rounds = [r.rep_rounds[0] if r.rep_rounds else i for i, r in enumerate(ok)]
@@ -65,6 +70,10 @@ def combine(reps: Sequence[Record], target: float | None = None) -> Record:
         _combine_generation(out, ok)
     pooled = _pooled(out.samples_ms)
     out.latency_p90_ms, out.latency_std_ms, out.latency_min_ms, out.latency_max_ms, out.latency_cv = pooled
+    if out.scenario:  # serving: p90 and achieved QPS over repetitions, validity (measure.serving)
+        from archbench.bench.measure.serving import combine_serving
+
+        combine_serving(out, ok)
     goal = target if target is not None else DEFAULT_TARGET
     if out.p50_rel_ci is None:
         out.stable = None

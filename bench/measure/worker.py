@@ -3,8 +3,9 @@ writes one ``Job`` (archbench.bench.cell) on its stdin and reads events from its
 
 A job of kind ``artifacts`` builds a model's artefact folder (measure.artifacts). A measuring job is one group of
 cells sharing source, runtime, precision and device: the model is loaded and the runtime prepared once, then each
-batch size is measured. A cell that raises becomes a failed record and the next goes on; a crash, OOM kill or
-timeout is turned into a failed record by the engine (measure.dispatch).
+batch size is measured (a serving cell, modes offline / server / concurrency, runs measure.serving instead:
+executor threads behind a queue and a load generator). A cell that raises becomes a failed record and the next
+goes on; a crash, OOM kill or timeout is turned into a failed record by the engine (measure.dispatch).
 
 What a measuring worker imports is what a deployment of its runtime would: a runtime with ``needs_torch = False``
 (ONNX Runtime, OpenVINO) gets its model from the artefact folder and never imports torch; a record says so in its
@@ -217,6 +218,10 @@ def run_job(job: Job, emit: Emitter) -> None:
         from archbench.bench.measure.generate import run_generate_job
 
         run_generate_job(job, emit)
+    elif job.head.scenario:  # serving scenarios (offline, server, concurrency): measure.serving
+        from archbench.bench.measure.serving import run_serve_job
+
+        run_serve_job(job, emit)
     else:
         measure_job(job, emit)
 

@@ -30,7 +30,9 @@ Two ways to put budgets under test:
 
 Options (``pytest --help``, group "archbench"): ``--archbench-min-time`` / ini ``archbench_min_time`` (seconds of
 timed calls, default 1), ``--archbench-threads`` / ini ``archbench_threads``, ``--archbench-out DIR`` (keep the
-cells' records.jsonl), ``--archbench-strict`` (INCONCLUSIVE fails), ``--archbench-same-machine``.
+cells' records.jsonl), ``--archbench-strict`` (INCONCLUSIVE fails), ``--archbench-same-machine``,
+``--archbench-cluster ADDRESS`` / ``--archbench-target LABEL`` (the --archbench cells on a Ray cluster, as
+``archbench run --cluster --target``: archbench.bench.measure.cluster).
 
 When pytest-benchmark saves or compares, archbench adds its machine fingerprint (archbench.bench.env.fingerprint: CPU
 model and count, GPU, torch and onnxruntime versions, threads) to ``machine_info["archbench"]`` and warns when a
@@ -88,6 +90,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                      "(default: all CPUs); ini: archbench_threads")
     g.addoption("--archbench-same-machine", action="store_true", default=False,
                 help="with --benchmark-compare: refuse a baseline whose archbench fingerprint differs")
+    g.addoption("--archbench-cluster", metavar="ADDRESS", default=None,
+                help="measure the --archbench cells on a Ray cluster, one node per job: local, auto, HOST:6379 or "
+                     "ray://HOST:10001 (as archbench run --cluster; needs pip install 'archbench[ray]')")
+    g.addoption("--archbench-target", metavar="LABEL", default=None,
+                help="with --archbench-cluster: only nodes with these Ray resources (NAME) or labels (KEY=VALUE)")
     parser.addini("archbench_min_time", "seconds of timed calls per archbench benchmark or cell", default="")
     parser.addini("archbench_threads", "intra-op threads of the runtime archbench_bench measures", default="")
 
@@ -153,6 +160,22 @@ def suite_rule(config: pytest.Config, suite: Suite) -> StopRule:
     return replace(rule, min_iters=max(rule.min_iters, 2 * samples_to_bound(suite.budgets)))
 
 
+def cluster_options(config: pytest.Config) -> dict[str, Any]:
+    """RunSpec's ``cluster`` and ``target`` from --archbench-cluster / --archbench-target ({} without a cluster)."""
+    cluster, target = config.getoption("archbench_cluster"), config.getoption("archbench_target")
+    if cluster is None:
+        if target:
+            raise pytest.UsageError("--archbench-target picks cluster nodes: it needs --archbench-cluster")
+        return {}
+    from archbench.bench.measure.cluster import parse_target, require_ray
+
+    try:
+        require_ray()
+        return {"cluster": cluster, "target": parse_target(target)}
+    except UsageError as e:
+        raise pytest.UsageError(str(e)) from None
+
+
 class CellRunner:
     """Measures each cell once per session (archbench.bench.measure.engine: one worker process per model/runtime/precision, all
     the suite's batches in it) and keeps its record for every budget that judges it."""
@@ -179,7 +202,7 @@ class CellRunner:
             spec = RunSpec(models=[cell.model], out=self.out(), runtimes=[cell.runtime], precisions=[cell.precision],
                            batches=todo, device=suite.device, threads=threads, rule=suite_rule(self.config, suite),
                            options=Options(input_shape=suite.input_shape, dtype=suite.dtype),
-                           timeout_s=suite.timeout_s, resume=True)
+                           timeout_s=suite.timeout_s, resume=True, **cluster_options(self.config))
             for rec in run(spec):
                 self.records[Cell(rec.model, rec.runtime, rec.precision, rec.batch)] = rec
         if cell not in self.records:
@@ -308,6 +331,8 @@ def pytest_configure(config: pytest.Config) -> None:
     if config.getoption("archbench") and out and (Path(out) / "records.jsonl").exists():
         raise pytest.UsageError(f"--archbench-out {out}: records.jsonl exists there; remove it or choose another "
                                 "folder (cells are measured afresh each session)")
+    if config.getoption("archbench"):
+        cluster_options(config)  # no Ray, a bad --archbench-target: a usage error before collection
     config.stash[_RUNNER] = CellRunner(config)
 
 

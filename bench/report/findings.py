@@ -23,7 +23,7 @@ MAX_ITEMS = 8  # list at most this many items per finding, then "and N more"
 @dataclass
 class Finding:
     kind: str  # macs_mispredict | slower_than_fp32 | runtime_winner | unstable | busy | overhead_bound |
-    #            memory_bound | budget | failed | machines
+    #            memory_bound | serving_winner | budget | failed | machines
     text: str  # one markdown paragraph/bullet
     items: list[str] = field(default_factory=list)  # sub-bullets
     data: list[dict[str, Any]] = field(default_factory=list)  # the numbers behind it, for report.json
@@ -128,6 +128,24 @@ def _roofline(placements: Sequence[Any], labels: dict[str, str], many: bool) -> 
     return out
 
 
+def _serving_winners(records: Sequence[Record]) -> list[Finding]:
+    from archbench.bench.analyze.serving import winner_changes
+
+    changes = winner_changes(records)
+    if not changes:
+        return []
+    return [Finding(
+        "serving_winner", f"**Batching or concurrency changes the winner** in {len(changes)} comparison(s): the "
+        "runtime with the lowest single-stream (batch 1) p50 is not the one that serves the most:",
+        _capped([f"**{c.model}** {c.precision}: single-stream {c.single_stream} ("
+                 + ", ".join(f"{rt} {num(v)} ms" for rt, v in sorted(c.single_stream_p50_ms.items()))
+                 + f"), but {c.scenario}: {c.winner} ("
+                 + ", ".join(f"{rt} {num(v)} {c.metric}" for rt, v in sorted(c.values.items())) + ")"
+                 for c in changes]),
+        [{"model": c.model, "precision": c.precision, "single_stream": c.single_stream, "scenario": c.scenario,
+          "winner": c.winner, "metric": c.metric, "values": c.values} for c in changes])]
+
+
 def _budget(records: Sequence[Record], verdicts: Verdicts, where: Any) -> list[Finding]:
     judged = [(r, *verdict_word(r, verdicts)) for r in records]
     judged = [(r, v, why) for r, v, why in judged if v is not None]
@@ -168,6 +186,7 @@ def findings(records: Sequence[Record], placements: Sequence[Any] = (), verdicts
     wins = fa.runtime_winners(records)
     if wins:
         out.append(_winners(wins, labels, many))
+    out += _serving_winners(records)
     unstable = fa.unstable_cells(records)
     if unstable:
         out.append(Finding(

@@ -197,6 +197,9 @@ def markdown(records: Sequence[Record], command: str = "", *, peaks: Sequence[An
     from archbench.bench.report.generate import generation_md
 
     lines += generation_md(records, peaks)  # --mode generate records: TTFT, TPOT, tokens/s, KV cache
+    from archbench.bench.report.serving import serving_md
+
+    lines += serving_md(records)  # --scenario records: validity, max QPS, latency against offered load
     if plots:
         lines += ["## Plots", ""]
         for p in plots:

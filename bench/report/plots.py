@@ -460,4 +460,7 @@ def plot_all(records: Sequence[Record], out: Path, placements: Sequence[Any] = (
     from archbench.bench.report.generate import plot_context
 
     paths += plot_context(records, out)  # --mode generate: TPOT and KV cache against context, when swept
+    from archbench.bench.report.serving import plot_load_curves
+
+    paths += plot_load_curves(records, out)  # --scenario server: p99 against offered load, measured and predicted
     return [p for p in paths if p is not None]

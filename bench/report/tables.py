@@ -99,7 +99,7 @@ def family_tables(records: Sequence[Record], verdicts: Verdicts | None = None
     from archbench.bench.analyze.merge import machine_labels
 
     verdicts = verdicts or {}
-    ok = [r for r in reportable(records) if r.ok]
+    ok = [r for r in reportable(records) if r.ok and not r.scenario]  # serving runs: report.serving's table
     labels = machine_labels(records) if records else {}
     many = len(labels) > 1
     modes = len({r.mode or "infer" for r in ok}) > 1 or any((r.mode or "infer") != "infer" for r in ok)

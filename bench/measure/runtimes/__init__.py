@@ -23,6 +23,8 @@ What a runtime class declares (class attributes), and so owns — nothing outsid
   prompt, ``prefill`` it to the first token, ``decode`` one token to the next, ``tokens`` back to numpy, ``sync``,
   ``kv_itemsize``); a runtime that does not generate makes those cells *skipped*.
 
+``bind_thread()`` is called first in any other thread that will call ``run`` (serving executors).
+
 After ``prepare`` an instance holds ``load_ms`` (how it is counted is each runtime's docstring), ``size_bytes``
 (the artefact it loads, on disk), ``notes``, ``quant_method`` (how a reduced-precision variant was made),
 ``runtime_threads`` and ``runtime_config`` (what it says it runs with).
@@ -115,6 +117,11 @@ class RuntimeBase:
             raise UnsupportedCell(f"{cls.name} runs on {', '.join(cls.devices)} here; not {device}")
         if precision not in cls.precisions:
             raise UnsupportedCell(f"{cls.name} runs {', '.join(cls.precisions)}; not {precision}")
+
+    def bind_thread(self) -> None:
+        """Called first in every thread that will call ``run`` besides the one that built this instance (the
+        serving executors, archbench.bench.measure.serving): a runtime whose thread settings are per thread applies
+        them there. Default: nothing (settings live in the session)."""
 
     def decoder(self, model: Any, prompt_len: int, new_tokens: int) -> Any:
         """The greedy decoder of ``--mode generate`` on the prepared model (see the module docstring)."""

@@ -102,6 +102,11 @@ class TorchEager(RuntimeBase):
         with torch.inference_mode():
             return self.model(*native_inputs)
 
+    def bind_thread(self) -> None:
+        # torch's intra-op (OpenMP) thread count is per calling thread: a new thread would get OpenMP's default
+        # team (every CPU) and, beside other executors, spin for milliseconds per call (41 us -> 9 ms on mlp_s here)
+        set_threads(self.threads)
+
     def decoder(self, model: Any, prompt_len: int, new_tokens: int) -> Any:
         from archbench.bench.measure.generate_torch import make_decoder
 
