@@ -32,9 +32,9 @@ _MARK = {PASS: "ok", FAIL: "FAIL", INCONCLUSIVE: "?", ERROR: "ERR", SKIPPED: "-"
 
 
 def term_cell(tv: TermVerdict) -> str:
-    """'1.23 [1.1, 1.4] ok': the value, bounds for percentiles, and a mark."""
+    """'1.23 [1.1, 1.4] ok': the value, its bounds where the verdict was judged on an interval, and a mark."""
     s = num(tv.value, 4)
-    if tv.term.metric.quantile is not None and tv.n is not None:
+    if tv.n is not None and (tv.lower is not None or tv.upper is not None):
         s += f" [{num(tv.lower, 3)}, {num(tv.upper, 3)}]"
     return f"{s} {_MARK[tv.verdict]}"
 
@@ -42,8 +42,9 @@ def term_cell(tv: TermVerdict) -> str:
 def budget_header(budget: Budget) -> str:
     name = f"profile {budget.name!r} of {budget.source}" if budget.name else repr(budget.source)
     desc = f" ({budget.description})" if budget.description else ""
-    return (f"budget {name}{desc}: {', '.join(str(t) for t in budget.terms)}; percentiles judged by "
-            f"{budget.confidence:.0%} one-sided distribution-free bounds [lower, upper] from the raw samples")
+    return (f"budget {name}{desc}: {', '.join(str(t) for t in budget.terms)}; timed metrics judged on their "
+            f"{budget.confidence:.0%} interval [lower, upper] over repetitions (one repetition: distribution-free "
+            "bounds from its samples)")
 
 
 def verdict_table(budget: Budget, verdicts: Sequence[RecordVerdict], fmt: str = "simple") -> str:
