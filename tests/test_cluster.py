@@ -111,6 +111,27 @@ def test_without_ray_cluster_is_one_error_line() -> None:
 
 
 @needs_ray
+@pytest.mark.parametrize("address, message", [
+    ("127.0.0.1:1", "cannot reach 127.0.0.1:1 (Connection refused)"),
+    ("ray://127.0.0.1:2", "cannot reach 127.0.0.1:2 (Connection refused)"),
+    ("no-such-host.invalid:6379", "cannot reach no-such-host.invalid:6379"),
+    ("garbage", "expected local, auto, HOST:PORT or ray://HOST:PORT"),
+])
+def test_an_unreachable_cluster_is_one_line_in_seconds(address: str, message: str, tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    """Not after Ray's minute of connection retries: a TCP connect decides first."""
+    import time
+
+    from archbench.bench.cli.main import main
+
+    t = time.monotonic()
+    assert main(["run", "mlp_s", "--runtime", "torch", "--cluster", address, "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0], err
+    assert time.monotonic() - t < 30
+
+
+@needs_ray
 def test_targets_no_node_offers_and_target_without_cluster_are_usage_errors(cluster, tmp_path: Path) -> None:
     c, _, _ = cluster
     proc = _cli("run", "mlp_s", "--runtime", "torch", "--cluster", c.address, "--target", "gpu-h100",

@@ -67,11 +67,12 @@ def cluster_from_args(args: argparse.Namespace) -> dict[str, Any]:
         if target:
             raise UsageError(f"--target {target!r} picks cluster nodes: it needs --cluster")
         return {}
-    from archbench.bench.measure.cluster import parse_target, require_ray
+    from archbench.bench.measure.cluster import check_address, parse_target, require_ray
 
     require_ray()
     if not cluster.strip():
         raise UsageError("--cluster '': expected local, auto or a Ray address (HOST:6379, ray://HOST:10001)")
+    check_address(cluster.strip())  # seconds, not Ray's minute of retries, for an address nobody listens on
     for flag in ("find_max_batch", "find_max_qps"):  # searches whose trials depend on each other: this machine only
         if getattr(args, flag, False):
             raise UsageError(f"--{flag.replace('_', '-')} does not run on --cluster (its trials depend on each "

@@ -77,6 +77,27 @@ def parse_target(text: str | None) -> tuple[str, ...]:
     return items
 
 
+REACH_TIMEOUT_S = 5.0  # how long a TCP connect to the cluster's address may take before it is called unreachable
+
+
+def check_address(address: str) -> None:
+    """Fail in seconds, not after Ray's minute of GCS retries, when a HOST:PORT (or ray://HOST:PORT) address
+    does not accept a TCP connection. "local" and "auto" are left to Ray."""
+    import socket
+
+    if address in ("local", "auto"):
+        return
+    hostport = address.removeprefix("ray://")
+    host, sep, port = hostport.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise UsageError(f"--cluster {address!r}: expected local, auto, HOST:PORT or ray://HOST:PORT")
+    try:
+        socket.create_connection((host, int(port)), timeout=REACH_TIMEOUT_S).close()
+    except OSError as e:
+        raise UsageError(f"--cluster {address}: cannot reach {host}:{port} ({e.strerror or type(e).__name__}); "
+                         "is the Ray head running there (`ray start --head`)?") from None
+
+
 def connect(address: str) -> Any:
     """Connect this process to Ray once (a sweep's or the pytest plugin's later runs reuse the connection):
     "local" starts a one-node Ray here with one slot; "auto", "host:6379" or "ray://host:10001" join a cluster.
@@ -85,6 +106,7 @@ def connect(address: str) -> Any:
     ray = require_ray()
     if ray.is_initialized():
         return ray
+    check_address(address)
     main = threading.current_thread() is threading.main_thread()
     handler = signal.getsignal(signal.SIGTERM) if main else None
     quiet: dict[str, Any] = {"logging_level": logging.ERROR, "log_to_driver": False}
