@@ -228,6 +228,8 @@ def test_a_signal_in_any_phase_stops_every_worker_and_loses_nothing(tmp_path: Pa
     if (out / "records.jsonl").exists():
         kept = [r.key() for r in read_records(out / "records.jsonl")]
         assert set(finished) <= set(kept)
+    if phase == "reporting" or ignored:  # the records are complete (reporting) or the case is SIGINT's (covered)
+        return
     done = subprocess.run([*cmd, "--resume"], capture_output=True, text=True, timeout=600, cwd=TESTS)
     assert done.returncode == 0, done.stderr[-3000:]
     recs = read_records(out / "records.jsonl")

@@ -122,7 +122,7 @@ def test_train_cell_records_split_time_to_train_and_report(tmp_path: Path) -> No
     assert r.train_samples == 10_000 and r.time_to_train_s == pytest.approx(10_000 / r.throughput_sps)
     # the same model at the same batch in inference mode is another cell
     (rec,) = read_records(spec.out / "records.jsonl")
-    assert rec.key()[-1] == "train" and replace(rec, mode="infer").key()[-1] == "infer"
+    assert "train" in rec.key() and replace(rec, mode="infer").key() != rec.key()
 
 
 # ------------------------------------------------------------------------------------------- max batch
