@@ -32,6 +32,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from archbench.bench.atomic import atomic_write
+
 ROOT = Path(__file__).resolve().parents[2]  # the repository (bench/measure/kernel_review.py)
 DEFAULT_OUT = ROOT / "results" / "kernels"
 TESTS = (  # (name, pytest arguments): the native kernel tests
@@ -246,11 +248,11 @@ def review(args: argparse.Namespace) -> int:
                                 time.monotonic() - t0, written))
         if (out / "kernels.json").exists() and code in (0, 1):
             checks = check_targets(json.loads((out / "kernels.json").read_text())["rows"])
-            (out / "targets.md").write_text("# Issue 20 targets\n\n" + format_targets(checks) + "\n")
+            atomic_write(out / "targets.md", "# Issue 20 targets\n\n" + format_targets(checks) + "\n")
             print("\n" + format_targets(checks))
     env = kernel_environment(nvidia_smi=_nvidia_smi(), review_steps=[asdict(s) for s in steps])
-    (out / "environment.json").write_text(json.dumps(env, indent=2, default=str))
-    (out / "README.md").write_text(_readme(steps, checks, env, args.device))
+    atomic_write(out / "environment.json", json.dumps(env, indent=2, default=str))
+    atomic_write(out / "README.md", _readme(steps, checks, env, args.device))
     print(f"\nkernel review written to {out}/:")
     for name in ("README.md", "kernels.md", "kernels.csv", "kernels.json", "targets.md", "environment.json",
                  "tests.log"):

@@ -135,6 +135,8 @@ def write_outputs(out_dir: Path, rows: Sequence[Any], env: dict[str, Any], row_t
     paths = [csv_path, json_path]
     if row_type is Row:
         md_path = out_dir / "kernels.md"
-        md_path.write_text(format_markdown(rows, env))
+        from archbench.bench.atomic import atomic_write
+
+        atomic_write(md_path, format_markdown(rows, env))
         paths.append(md_path)
     return paths

@@ -59,6 +59,16 @@ def num(x: Any, digits: int = 3, *, decimals: int | None = None) -> str:
     return f"{x:.{digits}g}"
 
 
+DPI = 130  # every plot's resolution (report.plots, report.generate, report.serving)
+
+
+def ci(value: float | None, lo: float | None, hi: float | None) -> str:
+    """'1.23 [1.1, 1.4]': a value with its interval when it has one; '-' without a value."""
+    if value is None:
+        return "-"
+    return num(value) + ("" if lo is None or hi is None else f" [{num(lo)}, {num(hi)}]")
+
+
 def pct(x: float | None, digits: int = 1) -> str:
     """A fraction as a percentage: 0.97 -> '97.0%'; None '-'."""
     if x is None:

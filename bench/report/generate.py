@@ -16,13 +16,12 @@ from tabulate import tabulate
 
 from archbench.bench.analyze.generation import GenerationRow, context_series, generation_rows
 from archbench.bench.record import Record
-from archbench.bench.report.format import num, pct
+from archbench.bench.report.format import DPI, ci, num, pct
 
 COLS = ["model", "runtime", "precision", "batch", "prompt", "new", "status", "TTFT ms [95% CI]",
         "TPOT p50 ms [95% CI]", "TPOT p95 ms", "tokens/s", "e2e ms", "KV MiB", "KV RSS growth MiB",
         "decode GB/s", "tokens = fp32"]
 
-DPI = 130  # as archbench.bench.report.plots (which calls plot_context from plot_all)
 
 NOTE = ("A generation = a prefill over a fixed random prompt from an empty KV cache and its argmax (the first new "
         "token), then one decode step per further token, greedy. **TTFT** = prefill + argmax. **TPOT** = one "
@@ -38,12 +37,6 @@ NOTE = ("A generation = a prefill over a fixed random prompt from an empty KV ca
         "share of the generated tokens equal to fp32 PyTorch eager's from the same prompt.")
 
 
-def _ci(value: float | None, lo: float | None, hi: float | None) -> str:
-    if value is None:
-        return "-"
-    return num(value) + ("" if lo is None or hi is None else f" [{num(lo)}, {num(hi)}]")
-
-
 def _gbps(row: GenerationRow) -> str:
     if row.decode_gbps is None:
         return "-"
@@ -55,7 +48,7 @@ def _cells(row: GenerationRow) -> list[str]:
     knobs = "" if row.knobs in ("", "{}") else " " + row.knobs.replace('"', "").replace(" ", "")
     status = row.status if row.status == "ok" else f"{row.status}: {row.error[:60]}..."
     return [row.model + knobs, row.runtime, row.precision, str(row.batch), num(row.prompt_len), num(row.new_tokens),
-            status, _ci(row.ttft_ms, row.ttft_lo_ms, row.ttft_hi_ms), _ci(row.tpot_ms, row.tpot_lo_ms, row.tpot_hi_ms),
+            status, ci(row.ttft_ms, row.ttft_lo_ms, row.ttft_hi_ms), ci(row.tpot_ms, row.tpot_lo_ms, row.tpot_hi_ms),
             num(row.tpot_p95_ms), num(row.tokens_per_s), num(row.e2e_ms), num(row.kv_cache_mib),
             num(row.kv_rss_growth_mib), _gbps(row), pct(row.top1_agree)]
 
@@ -90,7 +83,7 @@ def generation_md(records: Sequence[Record], peaks: Sequence[Any] = ()) -> list[
     if series:
         lines += ["TPOT and KV cache against the context (prompt + new tokens), per cell measured at several prompt "
                   "lengths:", ""]
-        rows = [[s.label, str(p.prompt_len), str(p.context), _ci(p.tpot_ms, p.tpot_lo_ms, p.tpot_hi_ms),
+        rows = [[s.label, str(p.prompt_len), str(p.context), ci(p.tpot_ms, p.tpot_lo_ms, p.tpot_hi_ms),
                  num(p.ttft_ms), num(p.kv_cache_mib), num(p.kv_rss_growth_mib)] for s in series for p in s.points]
         lines += [tabulate(rows, headers=["cell", "prompt", "context", "TPOT p50 ms [95% CI]", "TTFT ms", "KV MiB",
                                           "KV RSS growth MiB"], tablefmt="github", disable_numparse=True), ""]

@@ -21,7 +21,7 @@ from typing import Any
 from archbench.bench.atomic import atomic_path
 from archbench.bench.env import fingerprint
 from archbench.bench.record import Record
-from archbench.bench.report.format import num
+from archbench.bench.report.format import DPI, num
 
 # Okabe-Ito colours (distinguishable with the common colour-vision deficiencies); shape carries the meaning.
 _RUNTIME_STYLE = {"torch": ("o", "#0072B2", ""), "onnxruntime": ("^", "#D55E00", "///"),
@@ -32,7 +32,6 @@ _PRECISION_FILL = {"fp32": "full", "int8": "none", "int8-dynamic": "none", "int8
                    "bf16": "right"}
 _SPARE_FILL = ["top", "bottom"]
 _LABEL_BOX = {"boxstyle": "round,pad=0.15", "facecolor": "white", "edgecolor": "none", "alpha": 0.75}
-DPI = 130
 
 
 def _mpl():

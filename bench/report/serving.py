@@ -13,12 +13,11 @@ from tabulate import tabulate
 
 from archbench.bench.analyze.serving import LoadCurve, is_serving, load_curves, max_qps_answers
 from archbench.bench.record import Record
-from archbench.bench.report.format import num
+from archbench.bench.report.format import DPI, ci, num
 
 COLS = ["model", "runtime", "precision", "scenario", "status", "offered QPS", "achieved QPS [95% CI]",
         "p50 ms", "p90 ms", "p99 ms [95% CI]", "mean batch", "util.", "loadgen late p99 ms", "reps"]
 
-DPI = 130  # as archbench.bench.report.plots
 
 NOTE = ("One request = one sample. **Latency** = completion - arrival, queueing and batching included (server: "
         "from the *scheduled* Poisson arrival, so a late load generator counts against the server). **Achieved "
@@ -29,12 +28,6 @@ NOTE = ("One request = one sample. **Latency** = completion - arrival, queueing 
         "than (1 - tolerance) x the offered QPS, or the load generator fell behind its schedule; the numbers of an "
         "INVALID run are shown but never pass a budget. util. = busy executor time / (executors x wall time). "
         "loadgen late = how late the (sleeping) load-generator thread issued arrivals vs their schedule.")
-
-
-def _ci(v: float | None, lo: float | None, hi: float | None) -> str:
-    if v is None:
-        return "-"
-    return num(v) + ("" if lo is None or hi is None else f" [{num(lo)}, {num(hi)}]")
 
 
 def _status(r: Record) -> str:
@@ -52,8 +45,8 @@ def rows(records: Sequence[Record]) -> list[list[str]]:
             continue
         out.append([r.model + ("" if (r.knobs or "{}") == "{}" else " " + r.knobs), r.runtime, r.precision,
                     f"{r.mode} {r.scenario}", _status(r), num(r.offered_qps),
-                    _ci(r.throughput_sps, r.throughput_lo_sps, r.throughput_hi_sps), num(r.latency_p50_ms),
-                    num(r.latency_p90_ms), _ci(r.latency_p99_ms, r.latency_p99_lo_ms, r.latency_p99_hi_ms),
+                    ci(r.throughput_sps, r.throughput_lo_sps, r.throughput_hi_sps), num(r.latency_p50_ms),
+                    num(r.latency_p90_ms), ci(r.latency_p99_ms, r.latency_p99_lo_ms, r.latency_p99_hi_ms),
                     num(r.mean_batch), "-" if r.utilization is None else f"{r.utilization:.0%}",
                     num(r.loadgen_late_p99_ms), num(r.repetitions)])
     return out
@@ -68,7 +61,7 @@ def answer_lines(records: Sequence[Record]) -> list[str]:
             bracket = f"{a.max_qps:g}-{a.first_failure:g} qps" if a.first_failure else f">= {a.max_qps:g} qps: no " \
                                                                                       "trial failed"
             out.append(f"{a.cell} | {a.config}: max QPS {a.max_qps:g} at {a.sla} (bracket {bracket}; p99 "
-                       f"{_ci(a.p99_ms, a.p99_lo_ms, a.p99_hi_ms)} ms there; {a.trials} trials)")
+                       f"{ci(a.p99_ms, a.p99_lo_ms, a.p99_hi_ms)} ms there; {a.trials} trials)")
         else:
             out.append(f"{a.cell} | {a.config}: no offered QPS met {a.sla} (lowest tried: "
                        f"{num(a.first_failure)} qps; {a.trials} trials)")
@@ -82,8 +75,8 @@ def serving_table(records: Sequence[Record], fmt: str = "simple") -> str:
 
 
 def _curve_md(c: LoadCurve) -> list[str]:
-    rs = [[num(p.offered_qps), _ci(p.achieved_qps, p.achieved_lo, p.achieved_hi), num(p.p50_ms),
-           _ci(p.p99_ms, p.p99_lo_ms, p.p99_hi_ms), num(p.predicted_p99_ms),
+    rs = [[num(p.offered_qps), ci(p.achieved_qps, p.achieved_lo, p.achieved_hi), num(p.p50_ms),
+           ci(p.p99_ms, p.p99_lo_ms, p.p99_hi_ms), num(p.predicted_p99_ms),
            "VALID" if p.valid else f"INVALID: {p.reason[:70]}" if p.valid is False else "-", num(p.repetitions)]
           for p in c.points]
     cap = f" Predicted capacity {num(c.capacity_qps)} QPS." if c.capacity_qps else ""
