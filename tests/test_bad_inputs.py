@@ -236,6 +236,9 @@ CASES: list[tuple[list[str], str]] = [
     (["doctor", "--threads", "0"], "--threads"),
     (["list", "zzz*"], "no model matches 'zzz*'"),
     (["list", "--source", "pypi"], "argument --source: invalid choice: 'pypi'"),
+    # --- serving loads
+    ([*R, "--scenario", "server", "--qps", "1e12", "--min-duration", "0.2"], "2e+11 requests: more than the"),
+    ([*R, "--scenario", "server", "--qps", "0"], "argument --qps: '0'"),
     # --- commands and flags that do not exist
     (["benchmark"], "argument COMMAND: invalid choice: 'benchmark'"),
     (["run", "--nosuch"], "unrecognized arguments: --nosuch"),

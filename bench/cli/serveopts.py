@@ -151,6 +151,15 @@ def _check_combinations(args: argparse.Namespace, chosen: list[str], serving: li
             raise UsageError("--scenario server needs --qps Q[,Q...] (the offered load), or --find-max-qps")
     if args.qps and "server" not in serving:
         raise UsageError("--qps only applies with --scenario server")
+    if args.qps:
+        from archbench.bench.measure.loadgen import MAX_REQUESTS
+        from archbench.bench.measure.scenario import DEFAULT_MIN_DURATION_S
+
+        q = max(args.qps)
+        n = q * (args.min_duration or DEFAULT_MIN_DURATION_S)
+        if n > MAX_REQUESTS:
+            raise UsageError(f"--qps {q:g} for {args.min_duration or DEFAULT_MIN_DURATION_S:g} s is {n:.3g} requests: "
+                             f"more than the {MAX_REQUESTS:,} one run holds; lower --qps or --min-duration")
     if "concurrency" in serving and not args.concurrency:
         raise UsageError("--scenario concurrency needs --concurrency N[,N...] (requests in flight)")
     if args.concurrency and "concurrency" not in serving:

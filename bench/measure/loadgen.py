@@ -52,6 +52,7 @@ import numpy as np
 from archbench.bench.measure.scenario import OFFLINE, SERVER, Rules, Scenario
 
 MAX_RUN_S = 120.0  # one run issues for at most this long (min_queries at a low qps would take longer)
+MAX_REQUESTS = 10_000_000  # one run's schedule at most (80 MB of arrival times); the CLI refuses more
 BACKLOG_FLOOR = 32  # a backlog this small is queueing noise, not growth
 ABORT_SHARE = 0.25  # server: stop issuing once this share of all requests is waiting: the answer is known
 POLL_S = 0.005  # the main thread sleeps this long between looks at the counters while waiting
