@@ -166,6 +166,7 @@ class Job:
     repetition: int = 0  # which repetition of these cells this worker is (the run's round); 0 also measures memory
     # and fidelity, later ones only time
     artifact: str = "none"  # what kind="artifacts" builds: none (counts and inputs only) | onnx
+    log: str = ""  # a worker that runs several jobs (measure.dispatch.Pool, build_all) sends this job's output here
 
     @property
     def head(self) -> Cell:

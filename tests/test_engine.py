@@ -224,3 +224,48 @@ def test_a_signal_stops_every_worker_and_keeps_finished_repetitions(tmp_path: Pa
 
     (rec,) = read_records(out / "records.jsonl")
     assert rec.repetitions == 3 and len(read_records(reps)) == 3  # the kept ones were not measured again
+
+
+def test_a_rounds_timing_repetitions_share_one_worker_per_runtime_and_survive_its_loss(tmp_path: Path,
+                                                                                        monkeypatch) -> None:
+    """Repetitions after the first (timing only) run in one long-lived worker per runtime, fed job by job in the
+    round's order; a job that kills that worker or runs past its timeout fails only its own cell, and the jobs
+    after it still run (in one-job workers, as without the pool). Each job's output lands in its own log."""
+    from archbench.bench.cell import Job, canonical_knobs
+    from archbench.bench.measure import dispatch
+
+    monkeypatch.chdir(TESTS)  # user factories import from the current directory, as for a user
+    out = tmp_path / "run"
+    spawned = []
+    real_spawn = dispatch._spawn
+
+    def counting_spawn(*a, **k):
+        proc = real_spawn(*a, **k)
+        spawned.append(bool(k.get("env")))  # True: a pool worker
+        return proc
+
+    monkeypatch.setattr(dispatch, "_spawn", counting_spawn)
+    spec = RunSpec(models=["x"], out=out, runtimes=["torch"], batches=[1, 2], threads=1, rule=FAST, timeout_s=15)
+
+    def job(model: str) -> Job:
+        cells = tuple(spec.cell(f"userfactories:{model}", "torch", "fp32", b, knobs={}) for b in (1, 2))
+        return Job(cells=cells, workdir=str(out / "artifacts" / model), rule=FAST, repetition=1)
+
+    jobs = [job("good_with_inputs"), job("forward_dies"), job("forward_sleeps"), job("good_with_inputs")]
+    assert all(dispatch.poolable(j) for j in jobs) and canonical_knobs({}) == jobs[0].head.knobs
+    assert not dispatch.poolable(Job(cells=jobs[0].cells, workdir="w", repetition=0))  # memory: a fresh process
+    got = []
+    dispatch.Local(out, 15).run_round(jobs, got.append)
+    status = [(r.model.split(":")[1], r.batch, r.status, r.error[:60]) for r in got]
+    assert [s[:3] for s in status] == [
+        ("good_with_inputs", 1, "ok"), ("good_with_inputs", 2, "ok"),
+        ("forward_dies", 1, "ok"), ("forward_dies", 2, "failed"),
+        ("forward_sleeps", 1, "ok"), ("forward_sleeps", 2, "failed"),
+        ("good_with_inputs", 1, "ok"), ("good_with_inputs", 2, "ok")], status
+    assert "killed by SIGKILL" in got[3].error and "timed out after 15 s" in got[5].error
+    assert all(r.rep_rounds == [1] for r in got if r.ok)
+    # one pool worker; once it is lost, the round's later jobs of its kind get one-job workers (the lost jobs had
+    # nothing left to retry: batch 2 was their last cell)
+    assert spawned == [True, False, False], spawned
+    assert "forward refuses" not in (out / "logs" / "userfactories_forward_dies_torch_fp32.log").read_text()
+    assert "SIGKILL" in got[3].error and "userfactories_forward_dies_torch_fp32.log" in got[3].error

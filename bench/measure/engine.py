@@ -4,12 +4,14 @@ rounds, repetitions are combined into records with intervals, records land on di
     spec = RunSpec(models=["resnet_s"], runtimes=["torch", "onnxruntime"], batches=[1, 8], out=Path("runs/x"))
     records = run(spec)
 
-Per model, first the artifacts worker (measure.artifacts) when any of its runtimes needs an artefact (the ONNX
-export for ONNX Runtime and OpenVINO, the input specs of an .onnx file). Then rounds: in round r every unfinished
-(model, runtime, precision) group runs repetition r in a fresh worker process (measure.dispatch), the groups in a
-random order (a model's groups back to back, so its runtimes' repetitions are paired in time), repetition r of
-every cell before repetition r+1 of any — Google Benchmark's random interleaving, asv's and pyperf's separate
-processes. A cell stops after ``repetitions`` rounds once its p50 interval is within ``rel_ci`` (or its budget
+First the artifacts worker (measure.artifacts; one process builds every model's) for models whose runtimes need an
+artefact (the ONNX export for ONNX Runtime and OpenVINO, the input specs of an .onnx file). Then rounds: in round r
+every unfinished (model, runtime, precision) group runs repetition r, the groups in a random order (a model's
+groups back to back, so its runtimes' repetitions are paired in time), repetition r of every cell before
+repetition r+1 of any — Google Benchmark's random interleaving, asv's and pyperf's separate processes. Round 0
+gives each group a fresh worker process (it also measures memory, cold start and fidelity); later rounds only time,
+in one worker per runtime started for the round (measure.dispatch.Pool), so a cell's repetitions are still each
+in a process of their own, at a fraction of the start-up cost. A cell stops after ``repetitions`` rounds once its p50 interval is within ``rel_ci`` (or its budget
 verdict is decided: ``decided``), or at ``max_repetitions``.
 
 Every repetition is appended to ``repetitions.jsonl`` and fsync'ed the moment it arrives; a cell's combined record

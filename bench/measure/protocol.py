@@ -1,11 +1,13 @@
 """The pipe between the engine and a worker process, and the records a worker starts from. Torch-free.
 
-A worker reads one ``Job`` (archbench.bench.cell) as JSON on stdin and writes one JSON line per event on its
-original stdout:
+A worker reads ``Job``s (archbench.bench.cell) from stdin, one JSON line each, runs them in order until stdin
+closes, and writes one JSON line per event on its original stdout:
 
     {"event": "start", "batch": B}                 a cell begins (the engine restarts its timeout)
     {"event": "record", "record": {...}}           a cell ends: its Record, ok, failed or skipped
     {"event": "artifacts", "seconds": S, ...}      an artifacts job finished (measure.artifacts)
+    {"event": "done"}                              a job ends (a worker may be sent several, one JSON line each)
+    {"event": "ready"}                             a worker started with PRELOAD_ENV has imported its runtime
 
 Anything a model or a library prints goes to stderr (the engine keeps it in a log), so it cannot corrupt the pipe.
 """
@@ -22,6 +24,8 @@ from typing import Any, TextIO
 from archbench.bench.cell import Cell
 from archbench.bench.errors import clean_text
 from archbench.bench.record import Record
+
+PRELOAD_ENV = "ARCHBENCH_WORKER_PRELOAD"  # "runtime,device,threads": import and size that runtime, then "ready"
 
 
 def one_line(e: BaseException) -> str:

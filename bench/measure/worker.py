@@ -1,5 +1,7 @@
 """The measuring process. The engine starts it with ``BOOT`` (never with the current directory first on sys.path),
-writes one ``Job`` (archbench.bench.cell) on its stdin and reads events from its stdout (measure.protocol).
+writes ``Job``s (archbench.bench.cell) on its stdin and reads events from its stdout (measure.protocol): usually
+one job; a round's timing-only repetitions of one runtime, several (measure.dispatch.Pool); the artifacts jobs of
+a run, all of them (dispatch.build_all).
 
 A job of kind ``artifacts`` builds a model's artefact folder (measure.artifacts). A measuring job is one group of
 cells sharing source, runtime, precision and device: the model is loaded and the runtime prepared once, then each
@@ -227,10 +229,34 @@ def run_job(job: Job, emit: Emitter) -> None:
 
 
 def main() -> None:
+    """Jobs from stdin, one JSON line each, run in order until stdin closes; ``done`` after each. A worker started
+    with ``PRELOAD_ENV`` (measure.dispatch.Pool) first imports and sizes that runtime and says ``ready``, so its
+    start-up is over before the round it serves times anything."""
+    import gc
+
+    from archbench.bench.measure.protocol import PRELOAD_ENV
+
     # Keep the protocol on the original stdout; send everything else (prints, C-level output) to stderr.
     proto = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)
     sys.stdout = sys.stderr
-    job = Job.from_json(sys.stdin.read())
-    run_job(job, Emitter(proto))
+    emit = Emitter(proto)
+    if os.environ.get(PRELOAD_ENV):
+        from archbench.bench.measure.runtimes import get_runtime
+
+        runtime, device, threads = os.environ.pop(PRELOAD_ENV).split(",")
+        get_runtime(runtime)(int(threads), device)  # raises (the pool then runs its jobs one worker each)
+        emit("ready")
+    while line := sys.stdin.readline():
+        if not line.strip():
+            continue
+        job = Job.from_json(line)
+        if job.log:  # this job's output goes to its own log
+            fd = os.open(job.log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            os.dup2(fd, 2)
+            os.dup2(fd, 1)
+            os.close(fd)
+        run_job(job, emit)
+        gc.collect()  # before "done": the next job (in another worker, maybe) must not time this one's clean-up
+        emit("done")
 

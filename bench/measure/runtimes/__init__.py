@@ -23,6 +23,9 @@ What a runtime class declares (class attributes), and so owns — nothing outsid
   prompt, ``prefill`` it to the first token, ``decode`` one token to the next, ``tokens`` back to numpy, ``sync``,
   ``kv_itemsize``); a runtime that does not generate makes those cells *skipped*.
 
+- ``shares_process``: whether a timing-only repetition may run in a long-lived worker after other models
+  (measure.dispatch.Pool); False where one model's state would carry over (torch.compile's caches).
+
 ``bind_thread()`` is called first in any other thread that will call ``run`` (serving executors).
 
 After ``prepare`` an instance holds ``load_ms`` (how it is counted is each runtime's docstring), ``size_bytes``
@@ -99,6 +102,7 @@ class RuntimeBase:
     package: ClassVar[str] = ""
     extra: ClassVar[str] = ""
     generates: ClassVar[bool] = False  # --mode generate: ``decoder`` after ``prepare``
+    shares_process: ClassVar[bool] = True  # timing repetitions of several models may share one worker process
 
     def __init__(self, threads: int, device: str) -> None:
         self.threads = threads

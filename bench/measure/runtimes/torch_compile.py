@@ -21,6 +21,7 @@ from archbench.bench.measure.runtimes.torch_eager import TorchEager
 class TorchCompile(TorchEager):
     name = "torch-compile"
     compiles = True
+    shares_process = False  # dynamo's per-code caches (and their recompile limit) would carry over between models
 
     def prepare(self, model: Any, precision: str, workdir: Path, quant: Any = None) -> None:
         super().prepare(model, precision, workdir, quant)
