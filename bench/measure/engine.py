@@ -38,7 +38,7 @@ from archbench.bench.measure import dispatch
 from archbench.bench.record import Record, append_jsonl, read_records
 
 DEFAULT_TIMEOUT_S = 300.0
-DEFAULT_REPETITIONS = 3
+DEFAULT_REPETITIONS = 5
 
 
 @dataclass
