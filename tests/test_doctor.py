@@ -398,8 +398,9 @@ RULES = [
     ({"gpus": (replace(GPU, utilization_pct=60.0),)}, QUIET, "warn", "GPU 0 is 60% busy"),
     ({"gpus": (replace(GPU, temperature_c=88.0),)}, QUIET, "warn", "GPU 0 at 88 C"),
     ({"gpus": (replace(GPU, sm_mhz=345.0),)}, QUIET, "info", "`sudo nvidia-smi -lgc 1980,1980`"),
-    ({}, NOISY, "warn", "run-to-run noise ±12%: differences smaller than ~12% between two runs are not "
-                        "distinguishable here"),
+    ({}, NOISY, "warn", "run-to-run noise ±12%: differences smaller than ~12% between two single processes are "
+                        "not distinguishable here"),
+    ({}, NOISY, "warn", "~7% for two runs of 5"),  # 1.12 ** sqrt(2/5) = 1.0743
     ({"in_vm": True}, QUIET, "info", "running in a VM"),
     ({"in_vm": True}, NOISY, "info", "nothing visible from inside explains that noise"),
     ({"unreadable": ("turbo: no file",)}, QUIET, "info", "not readable here: turbo: no file"),

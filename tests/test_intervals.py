@@ -163,7 +163,28 @@ def test_compare_tests_repetitions_and_respects_the_noise_floor() -> None:
     assert compare_pair(base, same).changes["p50_ms"].significant is False
     ch = compare_pair(base, slower).changes["p50_ms"]
     assert ch.significant is True and ch.ci_lo < 0.25 < ch.ci_hi
-    assert compare_pair(base, slower, noise=0.30).changes["p50_ms"].significant is False  # within the noise
+    # the per-process figure is scaled to 5 repetitions a side: 1.3 ** sqrt(2/5) - 1 = 18% < 25%: still resolved;
+    # 1.5 ** sqrt(2/5) - 1 = 29% > 25%: within the noise
+    assert compare_pair(base, slower, noise=0.30).changes["p50_ms"].significant is True
+    assert compare_pair(base, slower, noise=0.50).changes["p50_ms"].significant is False
+
+
+def test_run_floor_scales_the_per_process_noise_to_the_repetitions() -> None:
+    from archbench.bench.analyze.compare import run_floor
+
+    assert run_floor(0.0, 5, 5) == 0.0
+    assert run_floor(0.3, 5, 5) == pytest.approx(1.3 ** math.sqrt(0.4) - 1, rel=1e-12)
+    assert run_floor(0.3, 1, 1) == pytest.approx(1.3 ** math.sqrt(2) - 1, rel=1e-12)  # one process a side: wider
+    assert run_floor(0.3, 3, 12) == pytest.approx(1.3 ** math.sqrt(1 / 3 + 1 / 12) - 1, rel=1e-12)
+    assert run_floor(0.3, 20, 20) < run_floor(0.3, 5, 5) < run_floor(0.3, 2, 2)  # more repetitions, lower floor
+    # the band it claims, checked by simulation: two runs of 5 lognormal process medians whose per-process 95%
+    # band is +/-30%: their geometric means' ratio stays within the floor ~95% of the time
+    rng = np.random.default_rng(3)
+    sigma = math.log1p(0.3) / 1.959964
+    a = rng.normal(0.0, sigma, size=(20000, 5)).mean(axis=1)
+    b = rng.normal(0.0, sigma, size=(20000, 5)).mean(axis=1)
+    inside = np.abs(b - a) <= math.log1p(run_floor(0.3, 5, 5))
+    assert 0.945 < inside.mean() < 0.955
 
 
 # ------------------------------------------------------------------------------------------------ engine
@@ -217,6 +238,9 @@ def test_rounds_run_every_cell_before_the_next_repetition(tmp_path: Path, monkey
                               knobs=c.knobs))
 
     monkeypatch.setattr(dispatch, "run_job", fake_run_job)
+    # later rounds' torch jobs go to the round's pooled worker: the same fake, in the order given
+    monkeypatch.setattr(dispatch.Pool, "start", lambda self, jobs: None)
+    monkeypatch.setattr(dispatch.Pool, "run", lambda self, job, on_record: fake_run_job(job, None, 0, on_record))
     monkeypatch.setattr(engine, "artifact_jobs", lambda *a, **k: [])
     spec = replace(_spec(tmp_path / "run", repetitions=3, seed=7), models=["a:x", "b:y", "c:z"],
                    runtimes=["torch", "torch-compile"])

@@ -4,9 +4,10 @@ that varies between runs, so that noise is not reported as a regression.
 **Records with repetitions** (schema 3, ``archbench run --repetitions N``, N >= 2 on both sides): a latency
 statistic's change is tested on the per-repetition values (one per worker process): Welch's t test on their logs
 (analyze.intervals.welch_log) and the matching interval of the ratio. It is *significant* when p < alpha **and**
-the change is larger than the machine's run-to-run noise (``noise``: the figure ``archbench doctor`` measured and
-cached, or ``--noise``): a change smaller than that noise is never called significant. The older, sample-level
-tests below remain for records of one repetition, and the comparison says so.
+the change is larger than the machine's noise floor for two runs of that many repetitions (``run_floor``: from
+``noise``, the per-process figure ``archbench doctor`` measured and cached, or ``--noise``): a change smaller than
+that is never called significant. The older, sample-level tests below remain for records of one repetition, and
+the comparison says so.
 
     result = compare(load_records([base]), load_records([new]), parse_fail_on("p95_ms:+10%"))
     result.exit_code   # 1 when a gated change exceeds its threshold and is significant
@@ -157,7 +158,7 @@ class Comparison:
     thresholds: list[Threshold]
     alpha: float
     force: bool
-    noise: float = 0.0  # the run-to-run noise floor used (a fraction): smaller changes are never significant
+    noise: float = 0.0  # the per-process noise figure used (a fraction); each cell's floor is run_floor() of it
     noise_source: str = ""  # where it came from (archbench doctor's cache, --noise, or "" for none)
 
     @property
@@ -237,6 +238,22 @@ def per_rep(r: Record, stat: str) -> list[float]:
     return [float(np.percentile(np.asarray(s, dtype=float), float(stat[1:]), method="linear")) for s in reps]
 
 
+def run_floor(noise: float, n_base: int, n_new: int) -> float:
+    """The smallest change two runs of ``n_base`` and ``n_new`` repetitions can tell from noise, given ``noise``: the
+    95% band of one worker process's median (what ``archbench doctor`` measures, as a fraction). A run's estimate
+    is the geometric mean of its repetitions (independent processes), so the band of the ratio of two runs' estimates
+    is the per-process band on the log scale times sqrt(1/n_base + 1/n_new):
+
+        floor = (1 + noise) ** sqrt(1/n_base + 1/n_new) - 1
+
+    (0.632x the log band for 5 repetitions a side, 1.41x for one). ``noise`` 0 gives 0."""
+    import math
+
+    if noise <= 0:
+        return 0.0
+    return math.expm1(math.log1p(noise) * math.sqrt(1 / max(1, n_base) + 1 / max(1, n_new)))
+
+
 def _rep_change(m: Metric, b: Record, n: Record, alpha: float, noise: float) -> Change | None:
     """The change of a latency metric from per-repetition values (Welch on logs), or None without them."""
     import math
@@ -259,7 +276,7 @@ def _rep_change(m: Metric, b: Record, n: Record, alpha: float, noise: float) -> 
     lo, hi = w.ratio * math.exp(-half), w.ratio * math.exp(half)  # of new/base in the statistic itself
     if m.inverse:  # throughput = batch / mean: its ratio is the inverse
         lo, hi = 1.0 / hi, 1.0 / lo
-    big_enough = ch is not None and abs(ch) > noise
+    big_enough = ch is not None and abs(ch) > run_floor(noise, len(rb), len(rn))
     return Change(m.name, vb, vn, ch, lo - 1.0, hi - 1.0, bool(w.p_value < alpha and big_enough))
 
 
@@ -274,7 +291,7 @@ def _change(m: Metric, b: Record, n: Record, cis: dict[str, RatioCI] | None, mwu
         return Change(m.name, vb, vn, ch, None, None, None)
     ci = cis[m.stat]
     lo, hi = (1.0 / ci.hi - 1.0, 1.0 / ci.lo - 1.0) if m.inverse else (ci.lo - 1.0, ci.hi - 1.0)
-    big_enough = ch is not None and abs(ch) > noise
+    big_enough = ch is not None and abs(ch) > run_floor(noise, 1, 1)
     return Change(m.name, vb, vn, ch, lo, hi, bool(mwu.p_value < alpha and ci.excludes_one and big_enough))
 
 
@@ -331,7 +348,7 @@ def compare(
     force: bool = False, n_boot: int = 1000, seed: int = 0, noise: float = 0.0,
 ) -> Comparison:
     """Compare every cell of BASE with the same cell of NEW (see the module docstring for the rules); ``noise``:
-    the machine's run-to-run noise as a fraction (a smaller change is never significant)."""
+    the machine's per-process noise as a fraction (``run_floor`` turns it into each cell's floor)."""
     if not 0 < alpha < 1:
         raise UsageError(f"--alpha must be between 0 and 1, got {alpha}")
 

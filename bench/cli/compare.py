@@ -25,9 +25,10 @@ single-valued ones such as peak_rss_mib cuda_mem_mib size_mib top1_agree sqnr_db
 (METRIC:+N% fails on a rise beyond N%, METRIC:-N% on a fall beyond N%; no sign = the metric's worse direction).
 
 In the table, * = significant. With repetitions on both sides (archbench run --repetitions N, N >= 2): Welch's t
-on the per-repetition values (logs) p < alpha AND the change is larger than the machine's run-to-run noise
-(--noise, else the figure `archbench doctor` cached for this machine, else none). With one repetition: Mann-Whitney
-U on the raw samples AND the bootstrap CI of the ratio excludes 1 (and the noise floor).
+on the per-repetition values (logs) p < alpha AND the change is larger than the machine's noise floor for two runs
+of that many repetitions: (1 + noise)^sqrt(1/R_base + 1/R_new) - 1, where noise is the 95% band of one worker
+process's median (--noise, else the figure `archbench doctor` cached for this machine, else none). With one
+repetition: Mann-Whitney U on the raw samples AND the bootstrap CI of the ratio excludes 1 (and the floor).
 ? = untested (single value such as peak memory, or no raw samples).
 
 exit codes: 0 no gated regression, 1 a change beyond a --fail-on threshold that is significant (or a cell
@@ -45,8 +46,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bootstrap", type=count(100), default=1000, metavar="N", help="bootstrap resamples (default 1000)")
     p.add_argument("--seed", type=seed, default=0, help="bootstrap seed (default 0)")
     p.add_argument("--noise", type=float, default=None, metavar="PCT",
-                   help="run-to-run noise floor in %% (a smaller change is never significant); default: the figure "
-                        "`archbench doctor` cached for this machine, if any; 0 to disable")
+                   help="this machine's per-process noise in %% (the 95%% band of one worker process's median, as "
+                        "`archbench doctor` measures it; each cell's floor scales it to the runs' repetitions); "
+                        "default: the figure `archbench doctor` cached for this machine, if any; 0 to disable")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -24,7 +24,8 @@ EPILOG = """examples:
 
 The probe is a 256x256 float32 numpy matmul timed in K separate processes run back to back. "run-to-run noise
 ±N%" is the half-width of a 95% prediction interval for another process's median: a change smaller than N%
-between two runs is not distinguishable on this machine. The figure is cached in
+between two single processes is not distinguishable on this machine (between two runs of R repetitions each,
+`archbench compare` uses (1 + N%)^sqrt(2/R) - 1). The figure is cached in
 $XDG_CACHE_HOME/archbench/doctor.json (default ~/.cache/archbench/doctor.json) for `archbench compare`.
 
 exit codes: 0 ok (advice is not a failure), 1 a probe process failed, 2 bad input"""

@@ -326,7 +326,15 @@ def _noise_advice(noise: NoiseFigure) -> Advice:
         return Advice("ok", "noise", f"run-to-run noise ±{pct:.1f}%: changes of a few percent between runs are "
                       "resolvable here")
     return Advice("warn", "noise", f"run-to-run noise ±{pct:.0f}%: differences smaller than ~{pct:.0f}% between two "
-                  "runs are not distinguishable here; use more repetitions in separate processes, interleaved")
+                  "single processes are not distinguishable here; use more repetitions in separate processes, "
+                  "interleaved (compare scales the floor by sqrt(1/R_base + 1/R_new) on the log scale: "
+                  f"~{_floor(pct, 5):.0f}% for two runs of 5)")
+
+
+def _floor(pct: float, reps: int) -> float:
+    from archbench.bench.analyze.compare import run_floor
+
+    return 100 * run_floor(pct / 100, reps, reps)
 
 
 def process_effect(noise: NoiseFigure) -> float | None:

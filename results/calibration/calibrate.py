@@ -79,6 +79,88 @@ def coverage(runs: list[Path], quiet_only: bool = False) -> dict:
             "max_rel_halfwidth": widths[-1] if widths else None}
 
 
+def ideal_coverage(reps: int, runs: int) -> dict:
+    """What the coverage checks would read if every interval were exactly right and runs differed only as
+    repetitions within a run do (no run-level shift): x_r ~ N(mu, s^2), the interval mean +/- t(R-1) sd / sqrt(R).
+
+    - another run's estimate lies in this run's interval with P(|T(R-1)| <= t(R-1) / sqrt 2): both estimates carry
+      sampling error, so even an exact 95% interval of the long-run value covers a re-run's estimate less often
+      (88% at R = 5, 91% at R = 3, 83% as R grows);
+    - the mean of the other ``runs - 1`` runs' estimates lies in it with P(|T(R-1)| <= t / sqrt(1 + 1/(runs-1)))."""
+    import math
+
+    from archbench.bench.analyze.intervals import t_cdf, t_quantile
+
+    t = t_quantile(reps - 1)
+
+    def inside(c: float) -> float:
+        return 2 * t_cdf(c, reps - 1) - 1
+
+    return {"repetitions": reps, "another_run": inside(t / math.sqrt(2)),
+            "other_runs_pooled": inside(t / math.sqrt(1 + 1 / (runs - 1)))}
+
+
+def coverage_of_pooled(runs: list[Path]) -> dict:
+    """The share of (cell, run i) where the geometric mean of the other runs' p50s lies in run i's interval: closer
+    to "does the interval hold the long-run value" than one other run's estimate is."""
+    import math
+
+    recs = [{r.key(): r for r in records(run)} for run in runs]
+    hits = total = 0
+    for i, ri_all in enumerate(recs):
+        for k, ri in ri_all.items():
+            others = [recs[j][k].latency_p50_ms for j in range(len(recs)) if j != i and k in recs[j]]
+            if not others or ri.latency_p50_lo_ms is None:
+                continue
+            pooled = math.exp(sum(math.log(v) for v in others) / len(others))
+            total += 1
+            hits += ri.latency_p50_lo_ms <= pooled <= ri.latency_p50_hi_ms
+    return {"pairs": total, "covered": hits, "coverage": hits / total if total else None}
+
+
+def variance_components(runs: list[Path]) -> dict:
+    """Per cell, on logs of the per-repetition p50s: the spread between repetitions of one run (s_within, what the
+    intervals are built from) and between whole runs beyond what s_within explains,
+    s_run^2 = var(run means) - mean(s_within^2) / R  (floored at 0): the run-level shift no interval built inside one
+    run can see. Medians over cells, as fractions (log sd ~ relative sd)."""
+    import statistics
+
+    import numpy as np
+
+    recs = [{r.key(): r for r in records(run)} for run in runs]
+    within, between, run_level, per_cell = [], [], [], {}
+    for k in recs[0]:
+        reps = [np.log(recs[i][k].rep_p50_ms) for i in range(len(recs)) if k in recs[i] and len(recs[i][k].rep_p50_ms) > 1]
+        if len(reps) < 3:
+            continue
+        sw2 = statistics.fmean(float(x.var(ddof=1)) for x in reps)
+        r = statistics.fmean(len(x) for x in reps)
+        means = [float(x.mean()) for x in reps]
+        vb = statistics.variance(means)
+        sr2 = max(0.0, vb - sw2 / r)
+        within.append(sw2 ** 0.5)
+        between.append(vb ** 0.5)
+        run_level.append(sr2 ** 0.5)
+        per_cell[f"{k[0]} {k[2]}"] = {"s_within": round(sw2 ** 0.5, 4), "sd_run_means": round(vb ** 0.5, 4),
+                                      "s_run": round(sr2 ** 0.5, 4)}
+    med = statistics.median
+    return {"cells": len(within), "median_s_within": med(within), "median_sd_of_run_means": med(between),
+            "median_s_run": med(run_level), "cells_with_run_level_shift": sum(v > 0 for v in run_level),
+            "per_cell": per_cell}
+
+
+def repetitions_for(halfwidth: float, s_within: float) -> int:
+    """The fewest repetitions R whose t(R-1) s / sqrt(R) is within ``halfwidth`` (a fraction)."""
+    import math
+
+    from archbench.bench.analyze.intervals import t_quantile
+
+    r = 2
+    while t_quantile(r - 1) * s_within / math.sqrt(r) > halfwidth and r < 10_000:
+        r += 1
+    return r
+
+
 def false_positives(runs: list[Path], noise: float) -> dict:
     from archbench.bench.analyze.compare import compare
 
@@ -171,6 +253,10 @@ def main() -> None:
         "doctor_noise": noise,
         "coverage": coverage(runs),
         "coverage_quiet_cells": coverage(runs, quiet_only=True),
+        "coverage_of_other_runs_pooled": coverage_of_pooled(runs),
+        "coverage_if_intervals_were_exact": ideal_coverage(records(runs[0])[0].repetitions, len(runs)),
+        "variance_components": (vc := variance_components(runs)),
+        "repetitions_for_5pct_halfwidth": repetitions_for(0.05, vc["median_s_within"]),
         "false_positives": false_positives(runs, noise),
         "speedup_reproducibility": speedup_reproducibility(runs),
         "power": power(args.out, args.trials, noise),
