@@ -154,6 +154,7 @@ class Record:
     max_qps: float | None = None  # --find-max-qps: highest offered QPS that ran VALID and met the SLA (0: none)
     max_qps_fail: float | None = None  # the lowest offered QPS above it that did not: the answer's bracket
     sla: str = ""  # the SLA a --find-max-qps search judged its trials by
+    baseline: str = ""  # run --baseline: the model every other model of the run is compared with, paired by round
     # --- the runtime, as it reported itself (archbench.bench.measure.runtimes)
     runtime_version: str = ""  # version of the package that ran the model (torch, onnxruntime, openvino)
     runtime_threads: int | None = None  # intra-op threads the runtime says it used

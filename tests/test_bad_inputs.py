@@ -131,6 +131,9 @@ CASES: list[tuple[list[str], str]] = [
     (["run", "empty.onnx"], "empty.onnx is empty (0 bytes)"),
     (["run", "bad.onnx", "--runtime", "onnxruntime"], "cannot read ONNX file bad.onnx"),
     (["run", "mlp_s", "empty.onnx"], "empty.onnx is empty"),
+    # --- run --baseline: one of the models, and something to compare with it
+    (["run", "mlp_s", "gru_s", "--baseline", "vit_s"], "--baseline vit_s: not one of this run's models (mlp_s, gru_s)"),
+    ([*R, "--baseline", "mlp_s"], "--baseline mlp_s: needs at least one other model to compare with it"),
     # --- run: counts, durations, seeds, fractions
     ([*R, "--batch", "-2"], "batch sizes must be positive"),
     ([*R, "--batch", "0"], "batch sizes must be positive"),

@@ -109,7 +109,7 @@ def test_failing_cells_leave_failed_records_and_others_complete(tmp_path: Path, 
 def test_kill_mid_run_keeps_finished_cells_and_resume_skips_them(tmp_path: Path) -> None:
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "archbench.bench.cli.main", "run", "mlp_s", "gru_s", "--runtime", "torch", "--batch", "1,2",
-           "--threads", "1", "--min-time", "0.05", "--min-iters", "5", "--out", str(out)]
+           "--threads", "1", "--min-time", "0.05", "--min-iters", "5", "--baseline", "mlp_s", "--out", str(out)]
     env = {**os.environ, "PYTHONPATH": str(TESTS.parent)}
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     jsonl = out / "records.jsonl"
@@ -128,6 +128,10 @@ def test_kill_mid_run_keeps_finished_cells_and_resume_skips_them(tmp_path: Path)
     assert sorted(set(cells)) == [("gru_s", 1), ("gru_s", 2), ("mlp_s", 1), ("mlp_s", 2)]
     assert len(cells) == len(set(cells)), "resume re-ran a finished cell"
     assert (out / "records.csv").exists() and (out / "report.md").exists()
+    # --baseline: gru_s against mlp_s cell by cell, in the summary and the report (records from both invocations)
+    for b in (1, 2):
+        assert f"gru_s torch fp32 b{b}: " in p.stdout and "x the p50 of mlp_s (95% CI" in p.stdout, p.stdout
+    assert "**Against the baseline mlp_s**" in (out / "report.md").read_text()
 
 
 def test_existing_output_needs_resume(tmp_path: Path) -> None:

@@ -256,3 +256,39 @@ def test_rounds_run_every_cell_before_the_next_repetition(tmp_path: Path, monkey
     assert len({tuple(f) for f in firsts}) > 1  # the order changes between rounds
     assert json.loads((tmp_path / "run" / "records.jsonl").read_text().splitlines()[0])["repetitions"] == 3
     assert isinstance(Cell, type)
+
+
+def test_baseline_ratios_pair_each_model_with_the_baseline_by_round() -> None:
+    """run --baseline: the other model's p50 over the baseline's, round by round. Known answer: v2 is 1.25x v1 in
+    every round while the rounds themselves swing 1x-2x (slow spells): the paired ratio is 1.25 with a tight
+    interval, though the two cells' own intervals overlap widely. A model equal to the baseline is 'no
+    significant difference'."""
+    from archbench.bench.analyze.findings import baseline_ratios
+    from archbench.bench.measure.repetitions import combine
+    from archbench.bench.report.findings import baseline_lines, findings
+
+    swings = [1.0, 1.6, 1.1, 2.0, 1.3]
+    noise = [1.01, 0.99, 1.0, 1.02, 0.98]
+
+    def cell(model: str, factor: float, jitter: list[float]) -> Record:
+        reps = [replace(_rep(s * factor * j, r), model=model) for r, (s, j) in enumerate(zip(swings, jitter, strict=True))]
+        rec = combine(reps)
+        rec.baseline = "v1:build"
+        return rec
+
+    v1, v2, same = cell("v1:build", 1.0, [1.0] * 5), cell("v2:build", 1.25, noise), cell("v3:build", 1.0, noise)
+    assert v1.latency_p50_lo_ms < v2.latency_p50_ms < v1.latency_p50_hi_ms  # unpaired: indistinguishable
+    got = {r.model: r for r in baseline_ratios([v1, v2, same])}
+    assert set(got) == {"v2:build", "v3:build"}
+    assert got["v2:build"].ratio == pytest.approx(1.25, rel=0.02) and got["v2:build"].pairs == 5
+    assert 1.2 < got["v2:build"].lo < 1.25 < got["v2:build"].hi < 1.3 and got["v2:build"].significant
+    assert got["v3:build"].significant is False
+    lines = baseline_lines([v1, v2, same])
+    assert lines[0].startswith("v2:build torch fp32 b2: 1.25x the p50 of v1:build (95% CI 1.2") and \
+        lines[0].endswith("5 paired repetitions): slower")
+    assert lines[1].endswith("no significant difference (the interval includes 1x)")
+    (f,) = [f for f in findings([v1, v2, same]) if f.kind == "baseline"]
+    assert "Against the baseline v1:build" in f.text and f.items == lines
+    # no --baseline: nothing compared; another machine's or runtime's cell: not paired
+    assert baseline_ratios([replace(v1, baseline=""), replace(v2, baseline="")]) == []
+    assert baseline_ratios([v1, replace(v2, runtime="onnxruntime")]) == []

@@ -5,6 +5,7 @@ words them). Pure functions over Records (and roofline placements) returning dat
 - ``precision_slowdowns``: reduced precision (int8, fp16, bf16) slower than its fp32 parent
   (archbench.bench.analyze.siblings.Siblings.fp32_parent);
 - ``runtime_winners``: per model and setup, the fastest runtime and by how much (siblings of other runtimes);
+- ``baseline_ratios``: with ``run --baseline``, every other model against the baseline, cell by cell;
 - ``unstable_cells`` (CV > 10%), ``busy_cells`` (other processes took CPU while timing);
 - ``far_below_roof`` and ``memory_bound`` roofline placements;
 - ``machine_ratios``: how much faster or slower each machine is than the first, over shared cells.
@@ -165,6 +166,50 @@ def runtime_winners(records: Sequence[Record]) -> list[RuntimeWinner]:
             speedup=iv.estimate if iv else second.latency_p50_ms / best.latency_p50_ms,
             p_value=_p_value(second, best), speedup_lo=iv.lo if iv else None, speedup_hi=iv.hi if iv else None,
             pairs=iv.n if iv else 1, knobs=best.knobs or ""))
+    return out
+
+
+@dataclass(frozen=True)
+class BaselineRatio:
+    """A cell of another model against the same cell of the run's ``--baseline`` model."""
+
+    model: str
+    baseline: str
+    runtime: str
+    precision: str
+    batch: int
+    mode: str
+    ratio: float  # p50 / the baseline's p50, paired by round (> 1: slower than the baseline)
+    lo: float | None  # its 95% interval (None with fewer than two paired repetitions)
+    hi: float | None
+    pairs: int
+
+    @property
+    def significant(self) -> bool | None:
+        """Does the interval exclude 1x? None without an interval."""
+        return None if self.lo is None or self.hi is None else (self.lo > 1.0 or self.hi < 1.0)
+
+
+def baseline_ratios(records: Sequence[Record]) -> list[BaselineRatio]:
+    """For runs with ``--baseline`` (Record.baseline): every other model's timed cell against the baseline model's
+    cell of the same runtime, precision, batch, device, threads, mode and machine, as the p50 ratio paired by the
+    round both repetitions ran in (analyze.intervals.speedup), so a slow spell that hit both cancels."""
+    ok = [r for r in timed(records) if r.baseline and not r.scenario]
+
+    def key(r: Record) -> tuple:
+        return (fingerprint(r), r.runtime, r.precision, r.batch, r.device, r.threads, r.mode or "infer")
+
+    base = {(r.baseline, key(r)): r for r in ok if r.model == r.baseline}
+    out = []
+    for r in ok:
+        b = base.get((r.baseline, key(r)))
+        if r.model == r.baseline or b is None:
+            continue
+        iv = speedup(r, b)
+        if iv is None:
+            continue
+        out.append(BaselineRatio(r.model, r.baseline, r.runtime, r.precision, r.batch, r.mode or "infer",
+                                 iv.estimate, iv.lo, iv.hi, iv.n))
     return out
 
 

@@ -93,6 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
                "  archbench run mypkg.nets:build --input-shape 1,3,224,224 --out results/mynet\n"
                "  archbench run --out runs/x --resume  continue an interrupted run, skipping finished cells\n"
                "  archbench run resnet_s vit_s --repetitions 5 --rel-ci 0.05   repeat until p50 is within +/-5%\n"
+               "  archbench run mynet.v1:build mynet.v2:build --baseline mynet.v1:build   v2 vs v1, paired by round\n"
                "  archbench run resnet_s vit_s --mode train --batch 8,32 --optimizer adamw   training steps\n"
                "  archbench run mlp_m --mode train --find-max-batch --mem-cap-mib 2048    largest batch that fits\n"
                "  archbench run mlp_s resnet_s --scenario single-stream,offline,server --qps 200,800 --batch 1,8 "
@@ -115,6 +116,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_cell_options(p)
     p.add_argument("--out", help="output folder (default runs/<timestamp>)")
     p.add_argument("--resume", action="store_true", help="continue a run in --out: skip cells that have ok records")
+    p.add_argument("--baseline", metavar="MODEL", default=None,
+                   help="one of the models: compare every other model with it, cell by cell (same runtime, "
+                        "precision, batch), as a p50 ratio paired by round with its 95%% interval")
     add_timing_options(p)
     add_cluster_options(p)
     add_model_options(p)

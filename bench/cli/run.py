@@ -72,9 +72,14 @@ def spec_from_args(args: argparse.Namespace):
         raise UsageError(f"--max-repetitions {args.max_repetitions}: must be >= --repetitions {args.repetitions}")
     if args.max_repetitions is not None and args.rel_ci is None:
         raise UsageError("--max-repetitions only applies with --rel-ci")
+    baseline = getattr(args, "baseline", None) or ""
+    if baseline and baseline not in models:
+        raise UsageError(f"--baseline {baseline}: not one of this run's models ({', '.join(models)})")
+    if baseline and len(set(models)) < 2:
+        raise UsageError(f"--baseline {baseline}: needs at least one other model to compare with it")
     from archbench.bench.cli import genopts
 
-    return RunSpec(
+    return RunSpec(baseline=baseline,
         mode=mode, options=options, variants=genopts.variants(args, models, knobs) if mode == "generate" else {},
         models=models, out=out, runtimes=runtimes, precisions=precisions, batches=batches, device=args.device,
         threads=args.threads or 0, knobs=knobs_from_args(args), rule=rule, timeout_s=args.timeout,
@@ -206,9 +211,9 @@ def _report(args: argparse.Namespace, spec: Any, records: list[Any], budget: Any
         print(tabulate(table_rows(plain), headers=TABLE_COLS, tablefmt="simple", disable_numparse=True))
     genopts.print_table(records, gen)
     serveopts.print_summary(records)
-    from archbench.bench.report.findings import winner_lines
+    from archbench.bench.report.findings import baseline_lines, winner_lines
 
-    for line in winner_lines(records):
+    for line in winner_lines(records) + baseline_lines(records):
         print(line)
     busy = [r.other_cpu_pct for r in records if r.other_cpu_pct is not None and r.other_cpu_pct > BUSY_PCT]
     if busy:

@@ -67,6 +67,7 @@ class RunSpec:
     target: tuple[str, ...] = ()  # with cluster: Ray custom resources (NAME) or node labels (KEY=VALUE), all required
     # Serving cells (measure.serving), (mode, scenario descriptor) each, measured at batch 1 after ``batches``
     scenarios: list[tuple[str, str]] = field(default_factory=list)
+    baseline: str = ""  # one of ``models``: every other model's cells are compared with its (analyze.findings)
 
     def resolved_threads(self) -> int:
         return self.threads or os.cpu_count() or 1
@@ -210,6 +211,7 @@ def run(spec: RunSpec, progress: Progress | None = None,
     def finish(c: Cell) -> None:
         final.add(c.key())
         rec = combine(reps[c.key()], spec.rel_ci)
+        rec.baseline = spec.baseline
         append_jsonl(jsonl, rec)
         records.append(rec)
 

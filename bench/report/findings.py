@@ -23,7 +23,7 @@ MAX_ITEMS = 8  # list at most this many items per finding, then "and N more"
 @dataclass
 class Finding:
     kind: str  # macs_mispredict | slower_than_fp32 | runtime_winner | unstable | busy | overhead_bound |
-    #            memory_bound | serving_winner | budget | failed | machines
+    #            memory_bound | serving_winner | baseline | budget | failed | machines
     text: str  # one markdown paragraph/bullet
     items: list[str] = field(default_factory=list)  # sub-bullets
     data: list[dict[str, Any]] = field(default_factory=list)  # the numbers behind it, for report.json
@@ -187,6 +187,12 @@ def findings(records: Sequence[Record], placements: Sequence[Any] = (), verdicts
     if wins:
         out.append(_winners(wins, labels, many))
     out += _serving_winners(records)
+    vs = fa.baseline_ratios(records)
+    if vs:
+        out.append(Finding(
+            "baseline", f"**Against the baseline {vs[0].baseline}** (p50 ratio, each repetition against the "
+            "baseline's of the same round, 95% interval; above 1x is slower):",
+            _capped(baseline_lines(records)), [asdict(v) for v in vs]))
     unstable = fa.unstable_cells(records)
     if unstable:
         out.append(Finding(
@@ -245,6 +251,20 @@ def winner_lines(records: Sequence[Record]) -> list[str]:
             f"{w.fastest} is {_times(w)} faster than {w.runner_up}"
             + ("" if w.significant is not False else " - not significant: the interval includes 1x")
             for w in fa.runtime_winners(records)]
+
+
+def baseline_lines(records: Sequence[Record]) -> list[str]:
+    """One line per cell compared with the run's --baseline (archbench.bench.analyze.findings.baseline_ratios):
+    'v2:build torch fp32 b1: 1.24x the p50 of v1:build (95% CI 1.15-1.33x, 5 paired repetitions): slower'."""
+    lines = []
+    for v in fa.baseline_ratios(records):
+        iv = (f"95% CI {v.lo:.2f}-{v.hi:.2f}x, {v.pairs} paired repetitions" if v.lo is not None and v.hi is not None
+              else "one repetition: no interval")
+        verdict = {True: "slower" if v.ratio > 1 else "faster", False: "no significant difference (the interval "
+                   "includes 1x)", None: "untested"}[v.significant]
+        lines.append(f"{v.model} {v.runtime} {v.precision} b{v.batch}{' decode' if v.mode == 'generate' else ''}: "
+                     f"{v.ratio:.2f}x the p50 of {v.baseline} ({iv}): {verdict}")
+    return lines
 
 
 def _knobs(knobs: str) -> str:

@@ -10,7 +10,9 @@
    - speedup reproducibility: per model, the share of runs whose ONNX Runtime vs torch speedup point estimate lies
      in every other run's interval.
 2. Power: ``--trials`` pairs of runs of planted:model (a model whose work grows by a set fraction) with 0%, 10%
-   and 25% planted slowdown in the second run: how often compare flags the p50 change (0% = false positives).
+   and 25% planted slowdown in the second run: how often compare flags the p50 change (0% = false positives),
+   with the cached noise floor and without; and ``--trials`` single runs of planted:unchanged and planted:model
+   with ``--baseline planted:unchanged``: how often the paired in-run ratio's interval excludes 1x.
 
 Everything is measured by this repository's code; summary.json holds every number the README quotes.
 """
@@ -233,6 +235,33 @@ def power(out: Path, trials: int, noise: float) -> dict:
     return result
 
 
+def paired_power(out: Path, trials: int) -> dict:
+    """The same planted slowdowns measured the way archbench recommends for an A/B question: both models in one run
+    (``--baseline``), so each repetition of the slowed model is paired with the baseline's of the same round.
+    Flagged: the paired p50 ratio's 95% interval excludes 1x (at 0%: a false positive)."""
+    from archbench.bench.analyze.findings import baseline_ratios
+
+    result = {}
+    for level in (0.0, 0.10, 0.25):
+        got = []
+        for t in range(trials):
+            run = out / "paired" / f"{int(level * 100)}pct_trial{t}"
+            if not (run / "records.jsonl").exists():
+                env = {**os.environ, "ARCHBENCH_PLANTED_SLOWDOWN": str(level)}
+                p = archbench("run", "planted:unchanged", "planted:model", "--baseline", "planted:unchanged",
+                              "--runtime", "torch", "--out", str(run), env=env, cwd=HERE)
+                if p.returncode not in (0, 1):
+                    raise SystemExit(f"paired power run failed: {p.stderr[-2000:]}")
+            (v,) = baseline_ratios(records(run))
+            got.append({"ratio": round(v.ratio, 4), "lo": round(v.lo, 4), "hi": round(v.hi, 4),
+                        "flagged": bool(v.significant)})
+        result[f"{int(level * 100)}%"] = {"trials": trials, "flagged": sum(g["flagged"] for g in got),
+                                         "rate": sum(g["flagged"] for g in got) / trials,
+                                         "covers_planted": sum(g["lo"] <= 1 + level <= g["hi"] for g in got),
+                                         "ratios": got}
+    return result
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=HERE)
@@ -260,6 +289,8 @@ def main() -> None:
         "false_positives": false_positives(runs, noise),
         "speedup_reproducibility": speedup_reproducibility(runs),
         "power": power(args.out, args.trials, noise),
+        "power_without_noise_floor": power(args.out, args.trials, 0.0),
+        "power_paired_in_one_run": paired_power(args.out, args.trials),
         "calibration_wall_s": round(time.monotonic() - t0, 1),
     }
     (args.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
