@@ -235,21 +235,22 @@ def power(out: Path, trials: int, noise: float) -> dict:
     return result
 
 
-def paired_power(out: Path, trials: int) -> dict:
+def paired_power(out: Path, trials: int, reps: int | None = None, levels: tuple[float, ...] = (0.0, 0.10, 0.25)) -> dict:
     """The same planted slowdowns measured the way archbench recommends for an A/B question: both models in one run
     (``--baseline``), so each repetition of the slowed model is paired with the baseline's of the same round.
     Flagged: the paired p50 ratio's 95% interval excludes 1x (at 0%: a false positive)."""
     from archbench.bench.analyze.findings import baseline_ratios
 
     result = {}
-    for level in (0.0, 0.10, 0.25):
+    for level in levels:
         got = []
         for t in range(trials):
-            run = out / "paired" / f"{int(level * 100)}pct_trial{t}"
+            run = out / "paired" / f"{int(level * 100)}pct_trial{t}{f'_r{reps}' if reps else ''}"
             if not (run / "records.jsonl").exists():
                 env = {**os.environ, "ARCHBENCH_PLANTED_SLOWDOWN": str(level)}
+                more = ["--repetitions", str(reps)] if reps else []
                 p = archbench("run", "planted:unchanged", "planted:model", "--baseline", "planted:unchanged",
-                              "--runtime", "torch", "--out", str(run), env=env, cwd=HERE)
+                              "--runtime", "torch", *more, "--out", str(run), env=env, cwd=HERE)
                 if p.returncode not in (0, 1):
                     raise SystemExit(f"paired power run failed: {p.stderr[-2000:]}")
             (v,) = baseline_ratios(records(run))
@@ -291,6 +292,7 @@ def main() -> None:
         "power": power(args.out, args.trials, noise),
         "power_without_noise_floor": power(args.out, args.trials, 0.0),
         "power_paired_in_one_run": paired_power(args.out, args.trials),
+        "power_paired_in_one_run_10_repetitions": paired_power(args.out, args.trials, 10, (0.0, 0.25)),
         "calibration_wall_s": round(time.monotonic() - t0, 1),
     }
     (args.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
