@@ -19,7 +19,7 @@ from archbench.bench.record import SCHEMA_VERSION, Record, SchemaError, append_j
 
 TESTS = Path(__file__).parent
 ARCHBENCH = [sys.executable, "-m", "archbench.bench.cli.main"]
-FAST = ["--min-time", "0.05", "--min-iters", "5", "--threads", "1"]
+FAST = ["--min-time", "0.05", "--min-iters", "5", "--threads", "1", "--repetitions", "2"]
 
 
 def _has(mod: str) -> bool:

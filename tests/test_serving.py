@@ -34,7 +34,6 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.Comp
     proc = subprocess.run([*ARCHBENCH, "run", "mlp_s", "--runtime", "onnxruntime", "--scenario",
                            "single-stream,offline,server,concurrency", "--qps", f"200,{IMPOSSIBLE_QPS}",
                            "--concurrency", "2", "--max-batch", "4", "--max-queue-delay-ms", "1", "--batch", "1,4", *FAST,
-                           "--repetitions", "3",
                            "--out", str(out)], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return out, proc

@@ -109,7 +109,7 @@ def test_param_grad_optimizer_split_is_exact_for_mlp_s(optimizer: str, state_byt
 def test_train_cell_records_split_time_to_train_and_report(tmp_path: Path) -> None:
     n, tensors = mlp_s_params()
     spec = RunSpec(models=["mlp_s"], out=tmp_path / "run", runtimes=["torch"], batches=[4], threads=1, rule=FAST,
-                   mode="train", options=Options(optimizer="adamw", train_samples=10_000))
+                   repetitions=2, mode="train", options=Options(optimizer="adamw", train_samples=10_000))
     (r,) = run(spec)
     assert r.status == "ok", r.error
     assert (r.mode, r.optimizer, r.loss_fn) == ("train", "adamw", "cross-entropy")
@@ -158,7 +158,7 @@ def test_max_batch_search_under_cpu_memory_cap(tmp_path: Path, monkeypatch) -> N
 
     monkeypatch.chdir(TESTS)
     model = "trainfactories:big_activation"
-    base = dict(models=[model], runtimes=["torch"], threads=1, rule=FAST, timeout_s=120)
+    base = dict(models=[model], runtimes=["torch"], threads=1, rule=FAST, timeout_s=120, repetitions=2)
     (probe,) = run(RunSpec(out=tmp_path / "probe", batches=[1], mode="maxbatch-trial", **base))
     assert probe.status == "ok", probe.error
     fixed = probe.train_peak_mem_mib - MIB_PER_SAMPLE

@@ -321,15 +321,17 @@ class Pool:
         if events is not None:
             events.close()
 
-    def close(self) -> None:
-        """End every worker: stdin closed (the worker exits after its job), a moment to do so, then killed."""
+    def close(self, graceful: bool = True) -> None:
+        """End every worker. ``graceful``: close its stdin (an idle worker exits at once) and give it a moment;
+        otherwise (Ctrl-C, an error) kill it straight away."""
         for events in self.workers.values():
-            try:
-                if events.proc.stdin is not None:
-                    events.proc.stdin.close()
-                events.proc.wait(timeout=5)
-            except (OSError, subprocess.TimeoutExpired):
-                pass
+            if graceful:
+                try:
+                    if events.proc.stdin is not None:
+                        events.proc.stdin.close()
+                    events.proc.wait(timeout=5)
+                except (OSError, subprocess.TimeoutExpired):
+                    pass
             events.close()
         self.workers.clear()
 
@@ -365,5 +367,7 @@ class Local:
                     pool.run(job, on_record)
                 else:
                     run_job(job, self.out, self.timeout_s, on_record)
-        finally:
-            pool.close()
+        except BaseException:
+            pool.close(graceful=False)  # Ctrl-C, SIGTERM: no worker outlives the run, and no waiting for one
+            raise
+        pool.close()
