@@ -286,3 +286,32 @@ def _nodes(c) -> list[dict]:
     code = "import json, sys, ray; ray.init(address=sys.argv[1], logging_level='ERROR'); print(json.dumps(ray.nodes()))"
     proc = subprocess.run([sys.executable, "-c", code, c.address], capture_output=True, text=True, timeout=120)
     return [n for n in json.loads(proc.stdout.strip().splitlines()[-1]) if n["Alive"]]
+
+
+def test_ray_client_connect_retries_only_the_proxys_startup_failure(monkeypatch) -> None:
+    """ray:// connects again (up to CLIENT_INIT_TRIES) when the head's proxy could not start the per-client server;
+    any other failure, or the same one on a plain address, is reported at once."""
+    from archbench.bench.measure import cluster
+
+    class FakeRay:
+        def __init__(self, failures: int, message: str) -> None:
+            self.failures, self.message, self.calls, self.shutdowns = failures, message, 0, 0
+
+        def init(self, address: str, **kw) -> None:
+            self.calls += 1
+            if self.calls <= self.failures:
+                raise ConnectionError(self.message)
+
+        def shutdown(self) -> None:
+            self.shutdowns += 1
+
+    monkeypatch.setattr(cluster.time, "sleep", lambda s: None)
+    flaky = FakeRay(2, "Initialization failure from server:\n")
+    cluster._init_retrying(flaky, "ray://head:10001", {})
+    assert flaky.calls == 3 and flaky.shutdowns == 2
+    for ray, address in ((FakeRay(3, "Initialization failure from server:\n"), "ray://head:10001"),
+                         (FakeRay(1, "Initialization failure from server:\n"), "head:6379"),
+                         (FakeRay(1, "ray client connection timeout"), "ray://head:10001")):
+        with pytest.raises(ConnectionError):
+            cluster._init_retrying(ray, address, {})
+        assert ray.calls == (cluster.CLIENT_INIT_TRIES if ray.failures == 3 else 1)

@@ -31,6 +31,7 @@ same worker as a local run (measure.cluster_node); records stream back to the dr
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import re
@@ -114,7 +115,7 @@ def connect(address: str) -> Any:
         if address == "local":
             ray.init(address="local", resources={SLOT: 1}, include_dashboard=False, **quiet)
         else:
-            ray.init(address=address, **quiet)
+            _init_retrying(ray, address, quiet)
     except (ConnectionError, RuntimeError, ValueError, TimeoutError) as e:
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise UsageError(f"--cluster {address}: cannot connect to Ray: {first[:300]}") from None
@@ -122,6 +123,26 @@ def connect(address: str) -> Any:
         if main and handler is not None:
             signal.signal(signal.SIGTERM, handler)
     return ray
+
+
+CLIENT_INIT_TRIES = 3  # Ray Client attempts (ray://): its per-client server can fail to start on a loaded head
+
+
+def _init_retrying(ray: Any, address: str, quiet: dict[str, Any]) -> None:
+    """ray.init(address); for Ray Client, again (2 s apart, CLIENT_INIT_TRIES in all) when the head's proxy says
+    "Initialization failure from server": the per-client server it starts for each connection sometimes fails to
+    start in time on a busy head (seen once in 3 test-suite runs on the dev VM), and a new connection starts another."""
+    for attempt in range(1, CLIENT_INIT_TRIES + 1):
+        try:
+            ray.init(address=address, **quiet)
+            return
+        except (ConnectionError, RuntimeError) as e:
+            if not address.startswith("ray://") or "Initialization failure" not in str(e) or \
+                    attempt == CLIENT_INIT_TRIES:
+                raise
+            with contextlib.suppress(Exception):
+                ray.shutdown()
+            time.sleep(2.0)
 
 
 @dataclass
