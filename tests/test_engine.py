@@ -87,7 +87,7 @@ def test_failing_cells_leave_failed_records_and_others_complete(tmp_path: Path, 
     spec = RunSpec(
         models=["userfactories:forward_raises", "userfactories:forward_sleeps", "userfactories:forward_dies",
                 "userfactories:good_with_inputs"],
-        out=tmp_path / "run", runtimes=["torch"], batches=[1, 2], threads=1, rule=FAST, timeout_s=15,
+        out=tmp_path / "run", runtimes=["torch"], batches=[1, 2], threads=1, rule=FAST, timeout_s=15, repetitions=2,
     )
     run(spec)
     recs = {(r["model"].split(":")[1], r["batch"]): r for r in read_jsonl(spec.out / "records.jsonl")}
@@ -109,7 +109,8 @@ def test_failing_cells_leave_failed_records_and_others_complete(tmp_path: Path, 
 def test_kill_mid_run_keeps_finished_cells_and_resume_skips_them(tmp_path: Path) -> None:
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "archbench.bench.cli.main", "run", "mlp_s", "gru_s", "--runtime", "torch", "--batch", "1,2",
-           "--threads", "1", "--min-time", "0.05", "--min-iters", "5", "--baseline", "mlp_s", "--out", str(out)]
+           "--threads", "1", "--min-time", "0.05", "--min-iters", "5", "--baseline", "mlp_s", "--repetitions", "2",
+           "--out", str(out)]
     env = {**os.environ, "PYTHONPATH": str(TESTS.parent)}
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     jsonl = out / "records.jsonl"
@@ -146,7 +147,7 @@ def test_existing_output_needs_resume(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_default_style_run_torch_and_onnxruntime(tmp_path: Path) -> None:
     """One model through both default runtimes: the export is verified, the report names the faster runtime."""
-    spec = RunSpec(models=["mlp_s"], out=tmp_path / "run", batches=[1], threads=1, rule=FAST)
+    spec = RunSpec(models=["mlp_s"], out=tmp_path / "run", batches=[1], threads=1, rule=FAST, repetitions=2)
     recs = run(spec)
     by_rt = {r.runtime: r for r in recs}
     assert set(by_rt) == {"torch", "onnxruntime"}
@@ -249,7 +250,7 @@ def test_a_rounds_timing_repetitions_share_one_worker_per_runtime_and_survive_it
         return proc
 
     monkeypatch.setattr(dispatch, "_spawn", counting_spawn)
-    spec = RunSpec(models=["x"], out=out, runtimes=["torch"], batches=[1, 2], threads=1, rule=FAST, timeout_s=15)
+    spec = RunSpec(models=["x"], out=out, runtimes=["torch"], batches=[1, 2], threads=1, rule=FAST, timeout_s=8)
 
     def job(model: str) -> Job:
         cells = tuple(spec.cell(f"userfactories:{model}", "torch", "fp32", b, knobs={}) for b in (1, 2))
@@ -259,14 +260,14 @@ def test_a_rounds_timing_repetitions_share_one_worker_per_runtime_and_survive_it
     assert all(dispatch.poolable(j) for j in jobs) and canonical_knobs({}) == jobs[0].head.knobs
     assert not dispatch.poolable(Job(cells=jobs[0].cells, workdir="w", repetition=0))  # memory: a fresh process
     got = []
-    dispatch.Local(out, 15).run_round(jobs, got.append)
+    dispatch.Local(out, 8).run_round(jobs, got.append)
     status = [(r.model.split(":")[1], r.batch, r.status, r.error[:60]) for r in got]
     assert [s[:3] for s in status] == [
         ("good_with_inputs", 1, "ok"), ("good_with_inputs", 2, "ok"),
         ("forward_dies", 1, "ok"), ("forward_dies", 2, "failed"),
         ("forward_sleeps", 1, "ok"), ("forward_sleeps", 2, "failed"),
         ("good_with_inputs", 1, "ok"), ("good_with_inputs", 2, "ok")], status
-    assert "killed by SIGKILL" in got[3].error and "timed out after 15 s" in got[5].error
+    assert "killed by SIGKILL" in got[3].error and "timed out after 8 s" in got[5].error
     assert all(r.rep_rounds == [1] for r in got if r.ok)
     # one pool worker; once it is lost, the round's later jobs of its kind get one-job workers (the lost jobs had
     # nothing left to retry: batch 2 was their last cell)

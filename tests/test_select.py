@@ -141,7 +141,8 @@ def test_sweep_runs_every_variant_and_picks_the_smallest(tmp_path: Path, capsys:
     from archbench.bench.cli.main import main
 
     out = tmp_path / "sweep"
-    rc = main(["sweep", "mlp_s", "--width", "0.5,1", "--runtime", "torch", "--min-time", "0.02", "--min-iters", "60",
+    rc = main(["sweep", "mlp_s", "--width", "0.5,1", "--runtime", "torch", "--repetitions", "2", "--min-time", "0.02",
+               "--min-iters", "60",
                "--fidelity-samples", "0", "--budget", "size_mib<=1, macs<=1e6", "--out", str(out)])
     text = capsys.readouterr().out
     recs = [json.loads(ln) for ln in (out / "records.jsonl").read_text().splitlines()]
