@@ -237,8 +237,7 @@ def test_run_with_precisions_and_budget(tmp_path: Path, capsys: pytest.CaptureFi
 
     monkeypatch.chdir(Path(__file__).parent)  # workers import the hook module from the working directory
     out = tmp_path / "run"
-    rc = main(["run", "mlp_s", "--runtime", "onnxruntime", "--precision", "fp32,int8-static", "--repetitions", "2",
-               "--min-time", "0.05",
+    rc = main(["run", "mlp_s", "--runtime", "onnxruntime", "--precision", "fp32,int8-static", "--min-time", "0.05",
                "--min-iters", "60", "--calib-batches", "2", "--fidelity-samples", "16",
                "--metric-hook", "test_quantize:accuracy_hook",
                "--budget", "size_mib<=0.2, top1_agree>=0.8, p95_ms<=1000, task_metric_drop<=100",
