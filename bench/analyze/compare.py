@@ -161,6 +161,12 @@ class Comparison:
     noise: float = 0.0  # the per-process noise figure used (a fraction); each cell's floor is run_floor() of it
     noise_source: str = ""  # where it came from (archbench doctor's cache, --noise, or "" for none)
 
+    def floor(self) -> tuple[int, float]:
+        """(R, the noise floor run_floor applies to two runs of R repetitions), R the most any compared cell had:
+        what the CLI and the legend state."""
+        r = max((c.repetitions for c in self.cells if c.status == "compared"), default=1)
+        return r, run_floor(self.noise, r, r)
+
     @property
     def failures(self) -> list[CellComparison]:
         return [c for c in self.cells if c.failed]

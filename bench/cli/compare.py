@@ -72,10 +72,8 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--fail-on gates nothing: no cell of {args.new} is also in {args.base} (same model, knobs, "
                          "runtime, precision, batch, device, threads); a gate that compared nothing cannot pass")
     if noise:
-        from archbench.bench.analyze.compare import run_floor
-
-        r = max((c.repetitions for c in result.cells if c.status == "compared"), default=1)
-        print(f"archbench compare: per-process noise {noise:.1%} ({source}): noise floor {run_floor(noise, r, r):.1%} "
+        r, at_r = result.floor()
+        print(f"archbench compare: per-process noise {noise:.1%} ({source}): noise floor {at_r:.1%} "
               f"for {r} repetition(s) a side", file=sys.stderr)
     else:
         print(f"archbench compare: no noise floor ({source})", file=sys.stderr)

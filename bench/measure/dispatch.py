@@ -360,10 +360,11 @@ class Local:
 
     def run_round(self, jobs: list[Job], on_record: OnRecord) -> None:
         pool = Pool(self.out, self.timeout_s)
+        pooled = [poolable(j) for j in jobs]
         try:
-            pool.start([j for j in jobs if poolable(j)])
-            for job in jobs:
-                if poolable(job):
+            pool.start([j for j, p in zip(jobs, pooled, strict=True) if p])
+            for job, p in zip(jobs, pooled, strict=True):
+                if p:
                     pool.run(job, on_record)
                 else:
                     run_job(job, self.out, self.timeout_s, on_record)

@@ -88,11 +88,9 @@ def legend(result: Comparison) -> str:
                      f"{1 - result.alpha:.0%} CI of the ratio excludes 1")
     floor = "no noise floor"
     if result.noise:
-        from archbench.bench.analyze.compare import run_floor
-
-        r = max((c.repetitions for c in result.cells if c.status == "compared"), default=1)
+        r, at_r = result.floor()
         floor = (f"and |Δ| > the noise floor: per-process noise {result.noise:.1%} scaled to the runs' repetitions, "
-                 f"(1 + noise)^sqrt(1/R_base + 1/R_new) - 1, e.g. {run_floor(result.noise, r, r):.1%} at {r} a side")
+                 f"(1 + noise)^sqrt(1/R_base + 1/R_new) - 1, e.g. {at_r:.1%} at {r} a side")
     return (f"Δ = new / base - 1 (a rise beyond +100% shown as the ratio, e.g. 3.2x). * = significant "
             f"({'; '.join(tests) or 'no test'}; {floor}); ? = untested (single value or no raw samples). "
             f"Gate: {gate}{' (--force: env differences gated too)' if result.force else ''}.")
