@@ -292,3 +292,29 @@ def test_baseline_ratios_pair_each_model_with_the_baseline_by_round() -> None:
     # no --baseline: nothing compared; another machine's or runtime's cell: not paired
     assert baseline_ratios([replace(v1, baseline=""), replace(v2, baseline="")]) == []
     assert baseline_ratios([v1, replace(v2, runtime="onnxruntime")]) == []
+
+
+def test_resume_after_a_kill_mid_round_gives_every_repetition_its_own_round(tmp_path: Path, monkeypatch) -> None:
+    """Killed in round 1 after model a's repetition but before b's: resuming runs b in round 1 and a in round 2,
+    never a second 'round 1' for a (speedups pair repetitions by round)."""
+    from archbench.bench.measure import dispatch, engine
+    from archbench.bench.record import append_jsonl
+
+    def fake_run_job(job, out, timeout_s, on_record):
+        for c in job.cells:
+            on_record(replace(_rep(1.0, job.repetition), model=c.source, runtime=c.runtime, threads=c.threads,
+                              batch=c.batch, knobs=c.knobs))
+
+    monkeypatch.setattr(dispatch, "run_job", fake_run_job)
+    monkeypatch.setattr(dispatch.Pool, "start", lambda self, jobs: None)
+    monkeypatch.setattr(dispatch.Pool, "run", lambda self, job, on_record: fake_run_job(job, None, 0, on_record))
+    monkeypatch.setattr(engine, "artifact_jobs", lambda *a, **k: [])
+    spec = replace(_spec(tmp_path / "run", repetitions=3, seed=1), models=["a:x", "b:y"])
+    spec.out.mkdir(parents=True)
+    cells = {c.source: c for c in spec.cells()}
+    for model, rnd in (("a:x", 0), ("b:y", 0), ("a:x", 1)):  # what the killed run left on disk
+        c = cells[model]
+        append_jsonl(spec.out / "repetitions.jsonl", replace(_rep(1.0, rnd), model=model, runtime=c.runtime,
+                                                             threads=c.threads, batch=c.batch, knobs=c.knobs))
+    recs = {r.model: r for r in engine.run(replace(spec, resume=True))}
+    assert recs["a:x"].rep_rounds == recs["b:y"].rep_rounds == [0, 1, 2]

@@ -221,7 +221,9 @@ def run(spec: RunSpec, progress: Progress | None = None,
         log.write(f"run {run_id}: seed {seed}, {len(cells)} cells, {spec.repetitions}..{cap} repetitions\n")
     start = min((len(v) for v in reps.values()), default=0)
     for rnd in range(start, cap + start):
-        active = [tuple(c for c in g if wants_more(c)) for g in groups]
+        # a resumed run: a cell that already ran this round before the interruption waits for the next one, so
+        # every repetition keeps a round of its own (speedups pair repetitions by round)
+        active = [tuple(c for c in g if wants_more(c) and not _ran_in(reps[c.key()], rnd)) for g in groups]
         active = [g for g in active if g]
         for c in cells:  # cells that need nothing more: their record now (an earlier round completed them)
             if c.key() not in final and not wants_more(c) and reps[c.key()]:
@@ -235,6 +237,10 @@ def run(spec: RunSpec, progress: Progress | None = None,
         if c.key() not in final and reps[c.key()]:
             finish(c)
     return records
+
+
+def _ran_in(got: list[Record], rnd: int) -> bool:
+    return any(r.rep_rounds and r.rep_rounds[0] == rnd for r in got)
 
 
 def _interleave(groups: list[tuple[Cell, ...]], rng: Any) -> list[tuple[Cell, ...]]:
