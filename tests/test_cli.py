@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -20,7 +19,7 @@ TESTS = Path(__file__).parent
 def archbench(*args: str, cwd: Path = TESTS, timeout: float = 300) -> subprocess.CompletedProcess:
     """Run the real console entry point in a subprocess (what a user types)."""
     return subprocess.run([sys.executable, "-m", "archbench.bench.cli.main", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=timeout, env={**os.environ, "PYTHONPATH": str(TESTS.parent)})
+                          timeout=timeout)
 
 
 @pytest.mark.parametrize(

@@ -111,8 +111,7 @@ def test_kill_mid_run_keeps_finished_cells_and_resume_skips_them(tmp_path: Path)
     cmd = [sys.executable, "-m", "archbench.bench.cli.main", "run", "mlp_s", "gru_s", "--runtime", "torch", "--batch", "1,2",
            "--threads", "1", "--min-time", "0.05", "--min-iters", "5", "--baseline", "mlp_s", "--repetitions", "2",
            "--out", str(out)]
-    env = {**os.environ, "PYTHONPATH": str(TESTS.parent)}
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     jsonl = out / "records.jsonl"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and (not jsonl.exists() or len(list(read_jsonl(jsonl))) < 1):
@@ -122,7 +121,7 @@ def test_kill_mid_run_keeps_finished_cells_and_resume_skips_them(tmp_path: Path)
     kept = list(read_jsonl(jsonl))
     assert kept and all(r["status"] == "ok" for r in kept)
 
-    p = subprocess.run([*cmd, "--resume"], capture_output=True, text=True, env=env, timeout=300)
+    p = subprocess.run([*cmd, "--resume"], capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr
     recs = list(read_jsonl(jsonl))
     cells = [(r["model"], r["batch"]) for r in recs]

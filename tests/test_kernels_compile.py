@@ -271,7 +271,6 @@ def resource_table(results: dict[int, dict]) -> str:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(ROOT))
     args = sys.argv[1:]
     full = "--full" in args
     if "--table" in args:

@@ -166,6 +166,9 @@ EXIT_INTERNAL = 4  # an error archbench did not expect: a bug (one line; --debug
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from archbench.bench.measure.hooks import demote_cwd
+
+    demote_cwd()  # `python -m archbench...` from a repository with its own kernels/ or models/ (measure.hooks)
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

@@ -65,6 +65,16 @@ def load_hook(ref: str, what: str) -> Callable[..., Any]:
     return import_callable(ref)
 
 
+def demote_cwd() -> None:
+    """Move the current directory ('' with ``-c``, the full path with ``python -m``) from the front of sys.path to
+    the end: a user's (or this repository's) ``kernels/``, ``models/`` or ``numpy.py`` in the folder archbench runs
+    from must not shadow a package that archbench or a dependency imports (transformers imports the ``kernels``
+    distribution), while the user's own ``pkg.module:factory`` modules are still found there, last."""
+    here = {"", ".", os.getcwd()}
+    if any(p in here for p in sys.path):
+        sys.path[:] = [p for p in sys.path if p not in here] + [os.getcwd()]
+
+
 def add_user_path(path: str) -> None:
     """Make modules in ``path`` importable, searched after everything already on sys.path."""
     if path and path not in sys.path and not (path == os.getcwd() and "" in sys.path):

@@ -26,7 +26,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 Timer = Callable[[Callable[[], Any], int, int], list[float]]
@@ -150,7 +150,7 @@ def measure_peaks(device: str = "cpu", threads: int = 0, matmul_n: int | None = 
         bytes_per_s=2.0 * numel * 4 / cp_s,  # each fp32 element read once and written once: 2 x 4 bytes
         matmul_n=n, copy_mib=mib, hostname=env["hostname"], cpu_model=env["cpu_model"],
         gpu_name=env["gpu_name"] if cuda else "",
-        measured_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        measured_at=datetime.now(UTC).isoformat(timespec="seconds"),
         dtype=dtype,
     )
 

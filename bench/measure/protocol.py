@@ -18,7 +18,7 @@ import json
 import sys
 import traceback
 from dataclasses import asdict
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, TextIO
 
 from archbench.bench.cell import Cell
@@ -35,7 +35,7 @@ def one_line(e: BaseException) -> str:
 
 
 def now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 class Emitter:
