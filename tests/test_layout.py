@@ -7,7 +7,7 @@ neither this test suite nor archbench run from a folder holding such names may l
 
 from __future__ import annotations
 
-import importlib.util
+import importlib.machinery
 import os
 import subprocess
 import sys
@@ -19,18 +19,29 @@ ROOT = Path(__file__).resolve().parent.parent
 GENERIC = ("bench", "kernels", "models")
 
 
-def test_repository_root_is_not_on_sys_path() -> None:
-    """tests/conftest.py takes the root off sys.path, however pytest was started (`python -m pytest` adds it)."""
-    assert str(ROOT) not in [os.path.abspath(p) for p in sys.path], sys.path
+def _site_index() -> int:
+    return min(i for i, p in enumerate(sys.path) if p.endswith("site-packages"))
+
+
+def test_repository_root_never_precedes_installed_packages() -> None:
+    """tests/conftest.py takes the root off sys.path (`python -m pytest` puts it first). archbench's CLI, called in
+    this process with the root as the current folder, appends it after everything (measure.hooks.demote_cwd)."""
     assert "" not in sys.path
+    at = [i for i, p in enumerate(sys.path) if os.path.abspath(p) == str(ROOT)]
+    assert all(i > _site_index() for i in at), sys.path
 
 
 @pytest.mark.parametrize("name", GENERIC)
-def test_generic_names_do_not_resolve_into_the_repository(name: str) -> None:
-    spec = importlib.util.find_spec(name)
-    where = [] if spec is None else [*(spec.submodule_search_locations or []), spec.origin or ""]
-    ours = {ROOT / name, ROOT / name / "__init__.py"}
-    assert not any(w and Path(w).resolve() in ours for w in where), f"`import {name}` finds this repository's folder"
+def test_installed_packages_win_over_the_repository_folders(name: str, tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """Whatever distribution provides a top-level `kernels`, `models` or `bench` is the one imported."""
+    site = tmp_path / "site-packages"
+    (site / name).mkdir(parents=True)
+    (site / name / "__init__.py").write_text("")
+    monkeypatch.setattr(sys, "path", [*sys.path[:_site_index()], str(site), *sys.path[_site_index():]])
+    importlib.invalidate_caches()
+    spec = importlib.machinery.PathFinder.find_spec(name, sys.path)  # not sys.modules: what an import would find
+    assert spec is not None and Path(spec.origin).parent == site / name, spec
 
 
 def _user_repo(tmp_path: Path) -> Path:
