@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 MODES = ("infer", "train", "maxbatch-trial", "generate", "offline", "server", "concurrency")  # the last three:
-# serving scenarios (archbench.bench.measure.scenario)
+# serving scenarios (archbench.bench.scenario)
 
 
 def canonical_knobs(knobs: dict[str, Any] | None) -> str:
@@ -40,15 +40,15 @@ class Options:
     calib_batches: int | None = None
     calib_batch_size: int | None = None
     metric_hook: str | None = None  # pkg.mod:fn task metric (archbench.bench.measure.hooks)
-    # --- mode train (archbench.bench.measure.train)
+    # --- mode train (archbench.bench.modes.train)
     optimizer: str = ""  # adamw | sgd
     train_samples: int | None = None
     mem_cap_mib: float | None = None
     find_max_batch: bool = False
     max_batch_limit: int | None = None
-    # --- mode generate (archbench.bench.measure.generate); the prompt is the model's example input (its seq_len)
+    # --- mode generate (archbench.bench.modes.generate); the prompt is the model's example input (its seq_len)
     new_tokens: int = 0  # tokens generated per timed generation: 1 from the prefill, new_tokens - 1 decode steps
-    # --- serving scenarios (archbench.bench.measure.scenario.Rules: 0 = the scenario's default; measure.maxqps)
+    # --- serving scenarios (archbench.bench.scenario.Rules: 0 = the scenario's default; modes.maxqps)
     serve_min_duration_s: float = 0.0
     serve_min_queries: int = 0
     serve_tolerance: float = 0.0
@@ -99,7 +99,7 @@ class Cell:
     knobs: str = "{}"  # canonical JSON of the builder keywords (canonical_knobs)
     mode: str = "infer"
     options: Options = field(default_factory=Options)
-    scenario: str = ""  # serving modes: the scenario's descriptor (measure.scenario.Scenario.descriptor)
+    scenario: str = ""  # serving modes: the scenario's descriptor (scenario.Scenario.descriptor)
 
     def __post_init__(self) -> None:
         if not isinstance(self.source, str) or not self.source.strip():

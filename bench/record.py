@@ -99,11 +99,11 @@ class Record:
     warmup_iters: int | None = None
     measure_s: float | None = None  # wall time of the timed loop
     warning: str = ""
-    # --- training (archbench.bench.measure.train; mode train: latency_* = one training step, throughput_sps = batch / mean step)
+    # --- training (archbench.bench.modes.train; mode train: latency_* = one training step, throughput_sps = batch / mean step)
     mode: str = "infer"  # infer | train | maxbatch-trial (one memory-only trial of --find-max-batch) | generate |
     # offline | server | concurrency (serving scenarios, below)
     optimizer: str = ""  # sgd | adamw (mode train)
-    loss_fn: str = ""  # next-token-cross-entropy | cross-entropy | mse (random targets; see archbench.bench.measure.train)
+    loss_fn: str = ""  # next-token-cross-entropy | cross-entropy | mse (random targets; see archbench.bench.modes.train)
     train_peak_mem_mib: float | None = None  # CPU: worker peak RSS; CUDA: max_memory_allocated; over a step
     train_mem_baseline_mib: float | None = None  # before the model was built (interpreter, libraries)
     param_mib: float | None = None  # exact: numel x element_size of the parameters
@@ -115,7 +115,7 @@ class Record:
     time_to_train_s: float | None = None  # train_samples / throughput_sps (steady state, no data loading)
     max_batch: int | None = None  # --find-max-batch: largest batch that fit (0: none)
     mem_cap_mib: float | None = None  # memory cap the cell ran under (CPU: RSS; CUDA: allocator)
-    # --- generation (archbench.bench.measure.generate; mode generate: latency_* = one decode step, i.e. TPOT, the
+    # --- generation (archbench.bench.modes.generate; mode generate: latency_* = one decode step, i.e. TPOT, the
     # first generated token excluded; throughput_sps = tokens/s = batch / mean decode step; macs/flops = one decode
     # step at this batch at the mean context)
     prompt_len: int | None = None  # tokens in the prompt (the model's example input: its seq_len)
@@ -130,7 +130,7 @@ class Record:
     kv_rss_growth_mib: float | None = None  # measured: peak RSS during a generation - RSS before its prefill
     decode_bytes: int | None = None  # read per decode step: weights (less the embedding table) + KV cache
     decode_gbps: float | None = None  # decode_bytes / TPOT p50 / 1e9
-    # --- serving scenarios (archbench.bench.measure.serving; mode offline | server | concurrency: latency_* = one
+    # --- serving scenarios (archbench.bench.modes.serve; mode offline | server | concurrency: latency_* = one
     # request, completion - arrival, queueing included; throughput_sps = achieved QPS = completed requests per second)
     scenario: str = ""  # the scenario's settings, canonical ("qps=200 executors=2 ..."); "" for single-stream cells
     offered_qps: float | None = None  # server: the Poisson arrival rate offered
@@ -176,7 +176,7 @@ class Record:
     cpu_count: int = 0
     gpu_name: str = ""
     gpu_driver: str = ""
-    # --- the cluster node that measured (--cluster, archbench.bench.measure.cluster; "" / None on a local run)
+    # --- the cluster node that measured (--cluster, archbench.bench.measure.cluster.dispatcher; "" / None on a local run)
     node_id: str = ""  # Ray node id
     node_ip: str = ""
     node_start_unix_s: float | None = None  # when the task that measured started holding the node (its one slot)
@@ -218,7 +218,7 @@ class Record:
         self.first_inference_ms = first_ms
         self.warmup_iters, self.measure_s = warmup_iters, measure_s
         self.samples_ms = [round(x, 6) for x in samples_ms]
-        # One timed loop is one repetition; measure.repetitions.combine merges several into intervals.
+        # One timed loop is one repetition; analyze.combine.combine merges several into intervals.
         self.repetitions = 1
         self.rep_p50_ms, self.rep_p95_ms, self.rep_p99_ms = [st.p50_ms], [st.p95_ms], [st.p99_ms]
         self.rep_mean_ms = [st.mean_ms]

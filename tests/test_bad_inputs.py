@@ -64,7 +64,8 @@ def workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     def no_measuring(*args: object, **kwargs: object) -> None:
         raise AssertionError("bad input reached the engine: it must be refused before any worker starts")
 
-    from archbench.bench.measure import engine, maxbatch
+    from archbench.bench.measure import engine
+    from archbench.bench.modes import maxbatch
 
     monkeypatch.setattr(engine, "run", no_measuring)
     monkeypatch.setattr(maxbatch, "run_search", no_measuring)

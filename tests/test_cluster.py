@@ -1,4 +1,4 @@
-"""`--cluster` (archbench.bench.measure.cluster): the engine's jobs as Ray tasks, one node each, on a multi-node Ray
+"""`--cluster` (archbench.bench.measure.cluster.dispatcher): the engine's jobs as Ray tasks, one node each, on a multi-node Ray
 cluster started on this one machine (ray.cluster_utils: every node shares these CPUs, so no timing here means
 anything; what is tested is where and when things ran, and what reached the driver's files).
 
@@ -291,7 +291,7 @@ def _nodes(c) -> list[dict]:
 def test_ray_client_connect_retries_only_the_proxys_startup_failure(monkeypatch) -> None:
     """ray:// connects again (up to CLIENT_INIT_TRIES) when the head's proxy could not start the per-client server;
     any other failure, or the same one on a plain address, is reported at once."""
-    from archbench.bench.measure import cluster
+    from archbench.bench.measure.cluster import dispatcher as cluster
 
     class FakeRay:
         def __init__(self, failures: int, message: str) -> None:

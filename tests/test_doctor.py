@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from archbench.bench.measure import doctor as d
+from archbench.bench.machine import doctor as d
 
 # ----------------------------------------------------------------------------------------------------- t quantiles
 

@@ -1,4 +1,4 @@
-"""``archbench run --mode generate`` (bench/measure/generate.py): prefill and decode of the zoo's LLaMA through the
+"""``archbench run --mode generate`` (bench/modes/generate.py): prefill and decode of the zoo's LLaMA through the
 CLI on torch and ONNX Runtime, records with TTFT / TPOT / tokens/s / KV cache, ONNX Runtime's greedy tokens equal to
 PyTorch's, skipped cells for models and runtimes that cannot generate, budgets, reports and bad values.
 
@@ -153,8 +153,8 @@ def test_report_has_a_generation_section_and_context_plots(run: tuple[Path, subp
 def test_a_model_that_cannot_generate_is_skipped_with_the_reason(tmp_path: Path) -> None:
     """The worker's path, in process: mlp_s is no causal LM; openvino has no decode-step path."""
     from archbench.bench.cell import Cell, Job, Options
-    from archbench.bench.measure.generate import run_generate_job
     from archbench.bench.measure.protocol import Emitter
+    from archbench.bench.modes.generate import run_generate_job
 
     for runtime, why in (("torch", "not a causal LM"), ("openvino", "cannot generate")):
         buf = io.StringIO()
@@ -196,8 +196,8 @@ def _main(argv: list[str]) -> int:
 
 
 def test_generation_metrics_apply_to_generate_records_only() -> None:
+    from archbench.bench.analyze.combine import combine
     from archbench.bench.analyze.metrics import metric
-    from archbench.bench.measure.repetitions import combine
 
     infer = Record("llama_tiny", "torch", "fp32", 1, "cpu", 1, latency_p50_ms=2.0, throughput_sps=500.0)
     for name in ("ttft_ms", "tpot_ms", "tokens_per_s", "kv_cache_mib"):
@@ -220,8 +220,8 @@ def test_generation_metrics_apply_to_generate_records_only() -> None:
 def test_kv_bytes_match_the_model_formula() -> None:
     import torch
 
-    from archbench.bench.measure.generate import kv_bytes
-    from archbench.bench.measure.generate_torch import generation_counts
+    from archbench.bench.measure.decode import generation_counts
+    from archbench.bench.modes.generate import kv_bytes
     from archbench.models import create_model
     from archbench.models.llama import kv_cache_bytes
 
@@ -239,7 +239,7 @@ def test_torch_compile_decoder_gives_eager_tokens() -> None:
     per position (~30 s on a 2-vCPU box: two graphs compiled)."""
     import torch
 
-    from archbench.bench.measure.generate_torch import make_decoder
+    from archbench.bench.measure.decode import make_decoder
     from archbench.models import create_model
     from archbench.models.llama import generate
 

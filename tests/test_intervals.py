@@ -107,7 +107,7 @@ def _rep(p50: float, rnd: int, n: int = 20, seed: int = 0, **kw) -> Record:
 
 
 def test_combine_repetitions_into_intervals() -> None:
-    from archbench.bench.measure.repetitions import combine
+    from archbench.bench.analyze.combine import combine
 
     reps = [_rep(1.0, 0, peak_rss_mib=100.0), _rep(1.1, 1), _rep(0.9, 2)]
     out = combine(reps, target=0.05)
@@ -124,7 +124,7 @@ def test_combine_repetitions_into_intervals() -> None:
 
 
 def test_combine_keeps_failures_visible() -> None:
-    from archbench.bench.measure.repetitions import combine
+    from archbench.bench.analyze.combine import combine
 
     bad = Record("mlp_s", "torch", "fp32", 2, "cpu", 1, status="failed", error="worker killed by SIGKILL",
                  rep_rounds=[1])
@@ -137,7 +137,7 @@ def test_combine_keeps_failures_visible() -> None:
 
 
 def _with_reps(p50s: list[float], **kw) -> Record:
-    from archbench.bench.measure.repetitions import combine
+    from archbench.bench.analyze.combine import combine
 
     return combine([_rep(v, i, **kw) for i, v in enumerate(p50s)])
 
@@ -263,8 +263,8 @@ def test_baseline_ratios_pair_each_model_with_the_baseline_by_round() -> None:
     every round while the rounds themselves swing 1x-2x (slow spells): the paired ratio is 1.25 with a tight
     interval, though the two cells' own intervals overlap widely. A model equal to the baseline is 'no
     significant difference'."""
+    from archbench.bench.analyze.combine import combine
     from archbench.bench.analyze.findings import baseline_ratios
-    from archbench.bench.measure.repetitions import combine
     from archbench.bench.report.findings import baseline_lines, findings
 
     swings = [1.0, 1.6, 1.1, 2.0, 1.3]

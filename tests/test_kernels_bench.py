@@ -1,4 +1,4 @@
-"""archbench kernels (bench/measure/kernelbench*.py) and the shared peaks (bench/measure/peaks.py): the sweep
+"""archbench kernels (bench/kernels/) and the shared peaks (bench/machine/peaks.py): the sweep
 plumbing on CPU with a wall-clock timer, the measured peaks, and the no-GPU CLI path."""
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ import pytest
 import torch
 
 from archbench.bench.env import environment
-from archbench.bench.measure import kernel_review
-from archbench.bench.measure import kernelbench as kb
-from archbench.bench.measure.kernelbench_cases import (
+from archbench.bench.kernels import review as kernel_review
+from archbench.bench.kernels import run as kb
+from archbench.bench.kernels.cases import (
     KERNELS,
     Bench,
     Impl,
@@ -26,9 +26,9 @@ from archbench.bench.measure.kernelbench_cases import (
     parse_shapes,
     plan,
 )
-from archbench.bench.measure.kernelbench_output import format_rows, kernel_environment, write_outputs
-from archbench.bench.measure.kernelbench_sweep import Row, TimeBudget, measure_bench, run_sweep
-from archbench.bench.measure.peaks import Peaks, measure_peaks, wall_timer
+from archbench.bench.kernels.output import format_rows, kernel_environment, write_outputs
+from archbench.bench.kernels.sweep import Row, TimeBudget, measure_bench, run_sweep
+from archbench.bench.machine.peaks import Peaks, measure_peaks, wall_timer
 
 TINY_SHAPES = {
     "rms_norm": [(8, 24)],
@@ -85,7 +85,7 @@ def test_peaks_from_old_peaks_json_are_fp32() -> None:
 
 
 def test_roofline_reexports_the_shared_peaks() -> None:
-    from archbench.bench.measure import peaks
+    from archbench.bench.machine import peaks
     from archbench.bench.report import roofline
 
     assert roofline.Peaks is peaks.Peaks and roofline.measure_peaks is peaks.measure_peaks
@@ -140,7 +140,7 @@ def test_sweep_rows_on_cpu(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> N
 
 def test_attention_tile_candidates_are_rows_beside_ours(monkeypatch: pytest.MonkeyPatch) -> None:
     """On sm_90 (faked here) candidate tiles are timed as "triton[...]" rows under tile_config, and checked."""
-    from archbench.bench.measure import kernelbench_cases as cases
+    from archbench.bench.kernels import cases
 
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
     monkeypatch.setattr(cases, "_candidates_apply", lambda device, dtype: True)
@@ -201,7 +201,7 @@ def test_block_median_interval_covers_the_median_at_least_95_percent() -> None:
     """The interval construction itself: [min, max] of 6 block medians covers the true median 1 - 2/64 = 96.9%."""
     import numpy as np
 
-    from archbench.bench.measure.kernelbench_sweep import _interval
+    from archbench.bench.kernels.sweep import _interval
 
     rng = np.random.default_rng(0)
     trials = 2000

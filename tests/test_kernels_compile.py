@@ -104,7 +104,7 @@ def _cases(full: bool) -> dict[str, tuple[Callable[[], None], bool]]:
     # archbench kernels' tile candidates (kernelbench_cases.ATTENTION_CANDIDATES), timed on sm_90 only
     def candidates(causal, n):
         def run():
-            from archbench.bench.measure.kernelbench_cases import ATTENTION_CANDIDATES
+            from archbench.bench.kernels.cases import ATTENTION_CANDIDATES
 
             q = torch.randn(1, 2, n, 128, dtype=torch.bfloat16)
             for _, applies, tiles in ATTENTION_CANDIDATES:

@@ -1,5 +1,5 @@
-"""Serving scenarios (``archbench run --scenario``, bench/measure/serving.py and loadgen.py), the max-QPS search
-(bench/measure/maxqps.py) and the capacity planner (bench/analyze/capacity.py).
+"""Serving scenarios (``archbench run --scenario``, bench/modes/serve.py and bench/measure/loadgen.py), the max-QPS search
+(bench/modes/maxqps.py) and the capacity planner (bench/analyze/capacity.py).
 
 One small CLI run (mlp_s on ONNX Runtime: single-stream, offline, server at a feasible and an impossible QPS,
 concurrency; 2 repetitions of half a second) is shared by the module; a --find-max-qps search runs on a fake
@@ -203,7 +203,7 @@ def test_bracket_search_over_the_simulator_finds_the_mm1_answer() -> None:
 
     import numpy as np
 
-    from archbench.bench.measure.maxqps import bracket_search
+    from archbench.bench.modes.maxqps import bracket_search
 
     st = cap.service_times({1: list(np.random.default_rng(7).exponential(5.0, 40_000))})
     s = bracket_search(lambda q: cap.simulate(st, q, cap.Config(), 200_000).p90_ms <= 15.0, 100.0, rel_tol=0.02)
@@ -214,7 +214,7 @@ def test_bracket_search_over_the_simulator_finds_the_mm1_answer() -> None:
 
 @pytest.mark.parametrize("threshold, start", [(237.0, 100.0), (40.0, 100.0), (1e9, 100.0), (0.1, 100.0)])
 def test_bracket_search_finds_a_known_threshold(threshold: float, start: float) -> None:
-    from archbench.bench.measure.maxqps import MAX_HALVINGS, bracket_search
+    from archbench.bench.modes.maxqps import MAX_HALVINGS, bracket_search
 
     s = bracket_search(lambda q: q <= threshold, start, rel_tol=0.05)
     if threshold > 1e8:  # every trial passes: no upper bracket
@@ -272,7 +272,7 @@ def test_capacity_batching_and_planning() -> None:
 
 def test_loadgen_sleeps_and_batches_on_a_fake_executor() -> None:
     from archbench.bench.measure.loadgen import run_load
-    from archbench.bench.measure.scenario import Rules, Scenario
+    from archbench.bench.scenario import Rules, Scenario
 
     rules = Rules(min_duration_s=0.5, min_queries=50, seed=3)
     res = run_load(Scenario("server", qps=400, max_batch=8, queue_delay_ms=3), rules, [lambda k: time.sleep(0.004)])
@@ -284,7 +284,7 @@ def test_loadgen_sleeps_and_batches_on_a_fake_executor() -> None:
 
 def test_serving_modules_stay_torch_free() -> None:
     code = ("import sys; sys.modules['torch'] = None\n"
-            "import archbench.bench.measure.serving, archbench.bench.measure.loadgen, archbench.bench.measure.maxqps\n"
+            "import archbench.bench.modes.serve, archbench.bench.measure.loadgen, archbench.bench.modes.maxqps\n"
             "import archbench.bench.analyze.capacity, archbench.bench.analyze.serving\nprint('ok')")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.stdout.strip() == "ok", proc.stderr[-2000:]

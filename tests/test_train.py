@@ -1,4 +1,4 @@
-"""Training mode (archbench.bench.measure.train, archbench.bench.measure.maxbatch): the step trains, the memory split adds up, the max-batch search
+"""Training mode (archbench.bench.modes.train, archbench.bench.modes.maxbatch): the step trains, the memory split adds up, the max-batch search
 finds the right batch under a memory cap and records every trial."""
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from archbench.bench.cell import Options
 from archbench.bench.cli.main import main
 from archbench.bench.measure.engine import RunSpec, run
 from archbench.bench.measure.harness import StopRule
-from archbench.bench.measure.maxbatch import find_max_batch, run_search
-from archbench.bench.measure.train import TrainStep, loss_kind
+from archbench.bench.modes.maxbatch import find_max_batch, run_search
+from archbench.bench.modes.train import TrainStep, loss_kind
 from archbench.bench.record import read_records
 from archbench.models import create_model
 

@@ -1,12 +1,12 @@
-"""Generation records (``archbench run --mode generate``, archbench.bench.measure.generate) as rows and series for
+"""Generation records (``archbench run --mode generate``, archbench.bench.modes.generate) as rows and series for
 the report: pure functions of Records returning frozen dataclasses.
 
     rows = generation_rows(records, copy_gbps=lambda r: 21.4)   # one row per generate record
     series = context_series(records)                            # TPOT and KV cache against context, per cell
 
-Numbers are read as recorded (the worker's definitions, combined over repetitions by measure.repetitions); the only
+Numbers are read as recorded (the worker's definitions, combined over repetitions by analyze.combine); the only
 thing computed here is the decode bandwidth as a share of the machine's measured copy bandwidth, which the caller
-supplies (archbench.bench.measure.peaks, through report.roofline.peaks_for).
+supplies (archbench.bench.machine.peaks, through report.roofline.peaks_for).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from archbench.bench.record import Record
 
-MODE_GENERATE = "generate"  # archbench.bench.measure.generate.MODE_GENERATE (that module is the worker's)
+MODE_GENERATE = "generate"  # archbench.bench.modes.generate.MODE_GENERATE (that module is the worker's)
 
 
 def is_generation(r: Record) -> bool:

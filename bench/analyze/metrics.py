@@ -178,7 +178,7 @@ METRICS: dict[str, Metric] = {m.name: m for m in [
     Metric("time_to_train_h", "h", LOWER, "time_to_train_s / 3600, hours", stat="mean", timed=True,
            derive=_time_to_train_h),
     Metric("max_batch", "", HIGHER, "largest training batch that fits (--find-max-batch)", "max_batch"),
-    # generation records (archbench run --mode generate, measure.generate): latency_* hold one decode step (TPOT)
+    # generation records (archbench run --mode generate, modes.generate): latency_* hold one decode step (TPOT)
     Metric("ttft_ms", "ms", LOWER, "time to first token: prefill + argmax, median (over repetitions: their "
            "geometric mean)", "ttft_ms", timed=True, estimate=True, rep_field="rep_ttft_ms", mode="generate"),
     Metric("ttft_p95_ms", "ms", LOWER, "95th percentile time to first token", "ttft_p95_ms", timed=True,
@@ -198,7 +198,7 @@ METRICS: dict[str, Metric] = {m.name: m for m in [
            "kv_rss_growth_mib", mode="generate"),
     Metric("decode_gbps", "GB/s", HIGHER, "bytes a decode step reads (weights + KV cache) / TPOT p50, GB/s",
            "decode_gbps", timed=True, estimate=True, mode="generate"),
-    # serving scenarios (archbench run --scenario, measure.serving): latency_* hold one request's latency,
+    # serving scenarios (archbench run --scenario, modes.serve): latency_* hold one request's latency,
     # completion - arrival, queueing included; a record whose run was INVALID fails every timed term (budgets)
     Metric("max_qps", "QPS", HIGHER, "highest offered QPS whose server run was VALID and met the --sla "
            "(--find-max-qps; the bracket's lower end)", "max_qps", timed=True, estimate=True, mode="server"),

@@ -1,5 +1,5 @@
 """Run-to-run noise of a machine from a probe timed in K processes: pure functions (archbench doctor measures,
-this computes). See archbench.bench.measure.doctor for how the figure is used."""
+this computes). See archbench.bench.machine.doctor for how the figure is used."""
 
 from __future__ import annotations
 

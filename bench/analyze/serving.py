@@ -1,4 +1,4 @@
-"""Serving records (``archbench run --scenario offline|server|concurrency``, archbench.bench.measure.serving) as the
+"""Serving records (``archbench run --scenario offline|server|concurrency``, archbench.bench.modes.serve) as the
 report shows them: pure functions of Records returning frozen dataclasses.
 
     curves = load_curves(records)        # per server configuration: measured p99 vs offered QPS, and predicted
@@ -20,7 +20,7 @@ from archbench.bench.analyze import capacity
 from archbench.bench.env import fingerprint
 from archbench.bench.record import Record
 
-SERVING_MODES = ("offline", "server", "concurrency")  # archbench.bench.measure.scenario.KINDS
+SERVING_MODES = ("offline", "server", "concurrency")  # archbench.bench.scenario.KINDS
 PREDICT_AT = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95)  # shares of capacity on a predicted curve
 
 

@@ -109,7 +109,7 @@ def noise_floor(pct: float | None) -> tuple[float, str]:
         if not (math.isfinite(pct) and 0 <= pct < 100):
             raise UsageError(f"--noise {pct}: a percentage in [0, 100)")
         return pct / 100, "--noise"
-    from archbench.bench.measure.doctor import cache_path, load_noise
+    from archbench.bench.machine.doctor import cache_path, load_noise
 
     nf = load_noise()
     if nf is None:

@@ -1,5 +1,5 @@
 """``archbench doctor``: is this machine fit to measure? The measuring, the OS facts, the advice and the cache live
-in archbench.bench.measure.doctor (see its docstring for the formulas and for how ``compare`` reads the cached
+in archbench.bench.machine.doctor (see its docstring for the formulas and for how ``compare`` reads the cached
 noise figure); this module parses arguments, calls ``examine`` and prints. ``render`` only formats the Diagnosis
 (it computes nothing), so it can move to report/ unchanged.
 """
@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from archbench.bench.measure.doctor import Diagnosis, SystemFacts
+    from archbench.bench.machine.doctor import Diagnosis, SystemFacts
 
 EPILOG = """examples:
   archbench doctor                      ~6 s: OS facts, 8 probe processes, advice; caches the noise figure
@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
     from archbench.bench.errors import UsageError
-    from archbench.bench.measure import doctor
+    from archbench.bench.machine import doctor
 
     settings = doctor.QUICK_PROBE if args.quick else doctor.ProbeSettings()
     if args.processes is not None:

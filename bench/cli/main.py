@@ -144,7 +144,7 @@ def _add_module_commands(sub: Any) -> None:
     import importlib
 
     table: list[tuple[str, str, str]] = [
-        ("kernels", "archbench.bench.measure.kernelbench", "microbenchmark and check the fused Triton kernels"),
+        ("kernels", "archbench.bench.kernels.run", "microbenchmark and check the fused Triton kernels"),
         ("report", "archbench.bench.cli.report", "markdown, CSV, JSON and plots from runs' records, across machines"),
         ("compare", "archbench.bench.cli.compare", "compare two runs cell by cell, with significance tests and --fail-on"),
         ("check", "archbench.bench.cli.check", "judge recorded cells against a budget: PASS / FAIL / INCONCLUSIVE"),

@@ -49,7 +49,7 @@ def add_timing_options(p: argparse.ArgumentParser) -> None:
 
 
 def add_cluster_options(p: argparse.ArgumentParser) -> None:
-    """--cluster, --target: `run` and `sweep` on a Ray cluster (archbench.bench.measure.cluster)."""
+    """--cluster, --target: `run` and `sweep` on a Ray cluster (archbench.bench.measure.cluster.dispatcher)."""
     g = p.add_argument_group("on a Ray cluster (pip install 'archbench[ray]'; README: 'Sweeps on a Ray cluster')")
     g.add_argument("--cluster", metavar="ADDRESS", default=None,
                    help="run each job as a Ray task on a node it holds alone: local (a one-node Ray here), auto (the "
@@ -67,7 +67,7 @@ def cluster_from_args(args: argparse.Namespace) -> dict[str, Any]:
         if target:
             raise UsageError(f"--target {target!r} picks cluster nodes: it needs --cluster")
         return {}
-    from archbench.bench.measure.cluster import check_address, parse_target, require_ray
+    from archbench.bench.measure.cluster.dispatcher import check_address, parse_target, require_ray
 
     require_ray()
     if not cluster.strip():

@@ -1,7 +1,7 @@
 """``archbench report``: markdown, CSV, JSON and PNG plots from one or more runs' records, across machines.
 
 Run on the machine that produced the records, it measures that machine's peak FLOP/s and bytes/s once
-(archbench.bench.measure.peaks.measure_peaks, about a second) and caches them in the run folder's peaks.json; records from other
+(archbench.bench.machine.peaks.measure_peaks, about a second) and caches them in the run folder's peaks.json; records from other
 machines use the peaks.json cached in their own run folders, or go without roofs.
 """
 

@@ -116,7 +116,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     spec = spec_from_args(args)
     from archbench.bench.cli import budget_args, serveopts
 
-    spec = serveopts.apply(args, spec)  # --scenario offline/server/concurrency: serving cells (measure.serving)
+    spec = serveopts.apply(args, spec)  # --scenario offline/server/concurrency: serving cells (modes.serve)
 
     budget = budget_args.budget_from_args(args)  # a malformed budget is exit 2 before any cell runs
     budget_args.check_precisions(args.precision)
@@ -164,11 +164,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     _signals_interrupt()
     try:
         if spec.options.find_max_batch:
-            from archbench.bench.measure.maxbatch import run_search
+            from archbench.bench.modes.maxbatch import run_search
 
             run_search(spec, progress=progress)
         elif spec.options.find_max_qps:
-            from archbench.bench.measure.maxqps import run_search as search_qps
+            from archbench.bench.modes.maxqps import run_search as search_qps
 
             search_qps(spec, progress=progress)
         else:

@@ -30,7 +30,7 @@ from archbench.bench.cli.argtypes import (
 )
 from archbench.bench.errors import UsageError
 
-SCENARIOS = ("single-stream", "offline", "server", "concurrency")  # measure.scenario: SINGLE_STREAM + KINDS
+SCENARIOS = ("single-stream", "offline", "server", "concurrency")  # scenario: SINGLE_STREAM + KINDS
 
 
 def _scenarios(text: str) -> list[str]:
@@ -89,8 +89,8 @@ def _flag(name: str) -> str:
 
 def apply(args: argparse.Namespace, spec: Any) -> Any:
     """``spec`` with its serving cells (RunSpec.scenarios) and options; UsageError for flags that cannot apply."""
-    from archbench.bench.measure.maxqps import DEFAULT_START
-    from archbench.bench.measure.scenario import OFFLINE_MAX_BATCH, Scenario
+    from archbench.bench.modes.maxqps import DEFAULT_START
+    from archbench.bench.scenario import OFFLINE_MAX_BATCH, Scenario
 
     given = [n for n in _LOAD_FLAGS if getattr(args, n, None) not in (None, False)]
     chosen = getattr(args, "scenario", None)
@@ -153,7 +153,7 @@ def _check_combinations(args: argparse.Namespace, chosen: list[str], serving: li
         raise UsageError("--qps only applies with --scenario server")
     if args.qps:
         from archbench.bench.measure.loadgen import MAX_REQUESTS
-        from archbench.bench.measure.scenario import DEFAULT_MIN_DURATION_S
+        from archbench.bench.scenario import DEFAULT_MIN_DURATION_S
 
         q = max(args.qps)
         n = q * (args.min_duration or DEFAULT_MIN_DURATION_S)

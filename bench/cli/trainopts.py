@@ -15,7 +15,7 @@ from typing import Any
 
 from archbench.bench.errors import UsageError
 
-OPTIMIZERS = ("adamw", "sgd")  # archbench.bench.measure.train.DEFAULT_LR holds their learning rates
+OPTIMIZERS = ("adamw", "sgd")  # archbench.bench.modes.train.DEFAULT_LR holds their learning rates
 
 
 def train_runtimes() -> list[str]:
@@ -39,8 +39,8 @@ def _count(text: str) -> int:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from archbench.bench.cli import genopts
 
-    g = p.add_argument_group("mode: training (--mode train; see bench/measure/train.py for what a step and each "
-                             "number is) and generation (--mode generate; bench/measure/generate.py)")
+    g = p.add_argument_group("mode: training (--mode train; see bench/modes/train.py for what a step and each "
+                             "number is) and generation (--mode generate; bench/modes/generate.py)")
     g.add_argument("--mode", choices=("infer", "train", "generate"), default="infer",
                    help="infer: one forward per call (default); train: one full training step per call; "
                         "generate: language models' prefill (TTFT) and decode steps (TPOT)")

@@ -6,7 +6,7 @@
         counts.json          params and batch-1 MACs (measure.profile / measure.onnx_profile)
         model.onnx (+ .data) the fp32 export, checked against PyTorch (measure.export)   [artifact "onnx"]
         refs_b<B>.npz        fp32 PyTorch outputs on input sets 0..n-1 at batch B, keys s<seed>_o<k>  [same]
-    --mode generate (measure.generate_torch) instead: step.onnx, the decode-step graph; specs.json its inputs;
+    --mode generate (measure.decode) instead: step.onnx, the decode-step graph; specs.json its inputs;
         generate_n<N>.json   shape facts, params, MACs of the prefill and the mean decode step
         generate_tokens_b<B>_n<N>.npy   fp32 PyTorch greedy tokens from the fixed prompt
 
@@ -37,7 +37,7 @@ def refs_path(workdir: Path, batch: int) -> Path:
 
 
 def generate_info_path(workdir: Path, new_tokens: int) -> Path:
-    """--mode generate: shape facts, params and MACs of the prefill and mean decode step (measure.generate_torch)."""
+    """--mode generate: shape facts, params and MACs of the prefill and mean decode step (measure.decode)."""
     return workdir / f"generate_n{new_tokens}.json"
 
 

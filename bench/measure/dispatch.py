@@ -3,7 +3,7 @@
     run_job(job, out, timeout_s, on_record)   # every cell of the job gets exactly one record, whatever happens
     build_all(jobs, out, timeout_s)           # the artifacts jobs, in one worker; a failure is reported by the cells
     Pool(out, timeout_s)                      # long-lived workers for a round's timing-only repetitions
-    Local(out, timeout_s)                     # the engine's Dispatcher on this machine (measure.cluster: on Ray)
+    Local(out, timeout_s)                     # the engine's Dispatcher on this machine (measure.cluster.dispatcher: on Ray)
 
 A worker runs in its own process group (so Ctrl-C reaches only the parent, which kills the group). A worker that
 crashes, is killed (e.g. by the OOM killer) or times out yields a failed record for the cell it was on, and a fresh
@@ -338,7 +338,7 @@ class Pool:
 
 class Dispatcher(Protocol):
     """Where the engine's jobs run: worker processes on this machine (``Local``) or Ray tasks, one node each
-    (measure.cluster). Both run the same worker with the same JSON protocol; only where differs."""
+    (measure.cluster.dispatcher). Both run the same worker with the same JSON protocol; only where differs."""
 
     def artifacts(self, jobs: list[Job]) -> None:
         """Make each job's artefact folder available to the measuring jobs of its source (before any of them)."""

@@ -15,11 +15,11 @@ in a process of their own, at a fraction of the start-up cost. A cell stops afte
 verdict is decided: ``decided``), or at ``max_repetitions``.
 
 Every repetition is appended to ``repetitions.jsonl`` and fsync'ed the moment it arrives; a cell's combined record
-(measure.repetitions) goes to ``records.jsonl`` when its last repetition is in. ``resume`` skips cells with an ok
+(analyze.combine) goes to ``records.jsonl`` when its last repetition is in. ``resume`` skips cells with an ok
 record and continues the others from the repetitions already on disk.
 
 Where the workers run is the dispatcher's business (measure.dispatch.Dispatcher): this machine, one job after
-another (``dispatch.Local``), or a Ray cluster with ``cluster`` set (measure.cluster: a round's jobs at once, one
+another (``dispatch.Local``), or a Ray cluster with ``cluster`` set (measure.cluster.dispatcher: a round's jobs at once, one
 node each). The plan, the rounds, the stop rule, resume and the files on disk are the same either way.
 """
 
@@ -63,9 +63,9 @@ class RunSpec:
     max_repetitions: int | None = None  # with rel_ci: add repetitions up to this many (default 3 x repetitions)
     rel_ci: float | None = None  # target p50 interval half-width, as a fraction; None: exactly `repetitions`
     seed: int | None = None  # of the round order (None: from the clock; recorded in the log)
-    cluster: str | None = None  # None: this machine; "local", "auto" or a Ray address: jobs on Ray (measure.cluster)
+    cluster: str | None = None  # None: this machine; "local", "auto" or a Ray address: jobs on Ray (measure.cluster.dispatcher)
     target: tuple[str, ...] = ()  # with cluster: Ray custom resources (NAME) or node labels (KEY=VALUE), all required
-    # Serving cells (measure.serving), (mode, scenario descriptor) each, measured at batch 1 after ``batches``
+    # Serving cells (modes.serve), (mode, scenario descriptor) each, measured at batch 1 after ``batches``
     scenarios: list[tuple[str, str]] = field(default_factory=list)
     baseline: str = ""  # one of ``models``: every other model's cells are compared with its (analyze.findings)
 
@@ -146,7 +146,7 @@ def dispatcher(spec: RunSpec) -> dispatch.Dispatcher:
     that cannot be reached, or has no node for ``spec.target``, is a UsageError before anything runs)."""
     if spec.cluster is None:
         return dispatch.Local(spec.out, spec.timeout_s)
-    from archbench.bench.measure.cluster import ClusterDispatcher
+    from archbench.bench.measure.cluster.dispatcher import ClusterDispatcher
 
     return ClusterDispatcher(spec.cluster, spec.target, spec.out, spec.timeout_s, spec.device)
 
@@ -159,7 +159,7 @@ def run(spec: RunSpec, progress: Progress | None = None,
     repetitions); ``decided(record)`` -> True stops a cell's repetitions early (its budget verdict is known)."""
     import random
 
-    from archbench.bench.measure.repetitions import combine
+    from archbench.bench.analyze.combine import combine
 
     if spec.repetitions < 1:
         raise ValueError(f"repetitions must be >= 1, got {spec.repetitions}")

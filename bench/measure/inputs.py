@@ -31,7 +31,7 @@ class ArraySpec:
     dtype: str = "float32"  # numpy dtype name
     high: int | None = None  # integer inputs: values in [low, high)
     low: int = 0  # integer inputs: 1 with high=2 makes an all-ones attention mask (no padding, as deployed)
-    batch_dim: int = 0  # where the batch is: 1 for a KV cache (layers, B, heads, T, head_dim) (measure.generate)
+    batch_dim: int = 0  # where the batch is: 1 for a KV cache (layers, B, heads, T, head_dim) (modes.generate)
 
     def _batched(self, batch: int) -> tuple[int, ...]:
         d = self.batch_dim
@@ -75,7 +75,7 @@ PROMPT_SEED = 4242  # --mode generate: the fixed random prompt every runtime's g
 
 
 def prompt_tokens(spec: ArraySpec, batch: int) -> np.ndarray:
-    """The prompt of ``--mode generate`` (measure.generate): random token ids of the model's example input
+    """The prompt of ``--mode generate`` (modes.generate): random token ids of the model's example input
     (batch, P), the same in every process and runtime, so their greedy tokens can be compared."""
     return spec.make(batch, seed=PROMPT_SEED)
 

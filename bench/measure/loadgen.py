@@ -2,7 +2,7 @@
 
     result = run_load(Scenario("server", qps=200, max_batch=8, queue_delay_ms=2), rules, runs)
 
-``runs[e](k)`` runs one batch of ``k`` requests on executor ``e`` (its own runtime instance; measure.serving
+``runs[e](k)`` runs one batch of ``k`` requests on executor ``e`` (its own runtime instance; modes.serve
 builds them). What runs where:
 
 - **executors**: ``len(runs)`` threads. One at a time forms a batch (a lock, so batches leave the queue in FIFO
@@ -49,7 +49,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from archbench.bench.measure.scenario import OFFLINE, SERVER, Rules, Scenario
+from archbench.bench.scenario import OFFLINE, SERVER, Rules, Scenario
 
 MAX_RUN_S = 120.0  # one run issues for at most this long (min_queries at a low qps would take longer)
 MAX_REQUESTS = 10_000_000  # one run's schedule at most (80 MB of arrival times); the CLI refuses more

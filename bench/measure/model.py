@@ -48,7 +48,7 @@ class TorchModel:
         # The fp32 module is the fidelity reference: its outputs are written (or checked) now, before the runtime
         # casts, quantizes or compiles it, so no fp32 copy stays resident while memory is measured. Torch at fp32
         # *is* the reference: nothing to compare.
-        # references=False: the caller compares something else (measure.generate: tokens).
+        # references=False: the caller compares something else (modes.generate: tokens).
         self.has_reference = references and not (cell.runtime == "torch" and cell.precision == "fp32")
         if self.has_reference:
             artifacts.write_refs(self.module, self.specs, workdir, cells or (cell,))

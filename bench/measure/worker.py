@@ -5,7 +5,7 @@ a run, all of them (dispatch.build_all).
 
 A job of kind ``artifacts`` builds a model's artefact folder (measure.artifacts). A measuring job is one group of
 cells sharing source, runtime, precision and device: the model is loaded and the runtime prepared once, then each
-batch size is measured (a serving cell, modes offline / server / concurrency, runs measure.serving instead:
+batch size is measured (a serving cell, modes offline / server / concurrency, runs modes.serve instead:
 executor threads behind a queue and a load generator). A cell that raises becomes a failed record and the next
 goes on; a crash, OOM kill or timeout is turned into a failed record by the engine (measure.dispatch).
 
@@ -204,24 +204,24 @@ def run_job(job: Job, emit: Emitter) -> None:
         from archbench.bench.measure.artifacts import build
         from archbench.bench.measure.variants import build_variants
 
-        if job.head.mode == "generate":  # the decode-step graph instead of the forward (measure.generate_torch)
-            from archbench.bench.measure.generate_torch import build_artifacts
+        if job.head.mode == "generate":  # the decode-step graph instead of the forward (measure.decode)
+            from archbench.bench.measure.decode import build_artifacts
 
             if not build_artifacts(job, emit):
                 return
         else:
             build(job, emit)
         build_variants(job, Path(job.workdir))
-    elif job.head.mode in ("train", "maxbatch-trial"):  # training steps and max-batch trials: measure.train
-        from archbench.bench.measure.train import run_train_job
+    elif job.head.mode in ("train", "maxbatch-trial"):  # training steps and max-batch trials: modes.train
+        from archbench.bench.modes.train import run_train_job
 
         run_train_job(job, emit)
-    elif job.head.mode == "generate":  # prefill and decode steps: measure.generate
-        from archbench.bench.measure.generate import run_generate_job
+    elif job.head.mode == "generate":  # prefill and decode steps: modes.generate
+        from archbench.bench.modes.generate import run_generate_job
 
         run_generate_job(job, emit)
-    elif job.head.scenario:  # serving scenarios (offline, server, concurrency): measure.serving
-        from archbench.bench.measure.serving import run_serve_job
+    elif job.head.scenario:  # serving scenarios (offline, server, concurrency): modes.serve
+        from archbench.bench.modes.serve import run_serve_job
 
         run_serve_job(job, emit)
     else:

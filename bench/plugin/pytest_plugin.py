@@ -32,7 +32,7 @@ Options (``pytest --help``, group "archbench"): ``--archbench-min-time`` / ini `
 timed calls, default 1), ``--archbench-threads`` / ini ``archbench_threads``, ``--archbench-out DIR`` (keep the
 cells' records.jsonl), ``--archbench-strict`` (INCONCLUSIVE fails), ``--archbench-same-machine``,
 ``--archbench-cluster ADDRESS`` / ``--archbench-target LABEL`` (the --archbench cells on a Ray cluster, as
-``archbench run --cluster --target``: archbench.bench.measure.cluster).
+``archbench run --cluster --target``: archbench.bench.measure.cluster.dispatcher).
 
 When pytest-benchmark saves or compares, archbench adds its machine fingerprint (archbench.bench.env.fingerprint: CPU
 model and count, GPU, torch and onnxruntime versions, threads) to ``machine_info["archbench"]`` and warns when a
@@ -167,7 +167,7 @@ def cluster_options(config: pytest.Config) -> dict[str, Any]:
         if target:
             raise pytest.UsageError("--archbench-target picks cluster nodes: it needs --archbench-cluster")
         return {}
-    from archbench.bench.measure.cluster import parse_target, require_ray
+    from archbench.bench.measure.cluster.dispatcher import parse_target, require_ray
 
     try:
         require_ray()

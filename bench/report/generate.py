@@ -3,7 +3,7 @@ TPOT p50/p95 with their intervals, tokens/s, KV-cache memory and decode bandwidt
 several prompt lengths of one cell, plots of TPOT and KV-cache memory against the context length.
 
 Renders archbench.bench.analyze.generation's rows and series; formatting only (``peaks`` give the machine's copy
-bandwidth, archbench.bench.measure.peaks, matched to each record by report.roofline.peaks_for).
+bandwidth, archbench.bench.machine.peaks, matched to each record by report.roofline.peaks_for).
 """
 
 from __future__ import annotations

@@ -34,8 +34,8 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-# Peaks and their measurement live in archbench.bench.measure.peaks (shared with `archbench kernels`).
-from archbench.bench.measure.peaks import Peaks, measure_peaks  # noqa: F401
+# Peaks and their measurement live in archbench.bench.machine.peaks (shared with `archbench kernels`).
+from archbench.bench.machine.peaks import Peaks, measure_peaks  # noqa: F401
 from archbench.bench.record import Record
 
 PEAKS_FILE = "peaks.json"
@@ -181,7 +181,7 @@ def place(records: Iterable[Record], peaks: Sequence[Peaks] = (), zoo_outputs: b
 
     out = []
     for r in records:
-        # A generate record is placed as one decode step: its FLOPs, and the bytes it reads (measure.generate).
+        # A generate record is placed as one decode step: its FLOPs, and the bytes it reads (modes.generate).
         decode = (r.mode or "infer") == "generate" and bool(r.decode_bytes)
         if not r.ok or not r.flops or not r.latency_p50_ms or r.size_mib is None or \
                 ((r.mode or "infer") != "infer" and not decode):

@@ -10,7 +10,7 @@
 - ``load_ms``: creating the ``InferenceSession`` from the file (export and conversion are not included: a deployment
   ships the converted file).
 - ``size_bytes``: the variant's files on disk (.onnx plus any external .data).
-- generation (``--mode generate``): the decode-step graph (measure.generate_torch.export_step: past keys and values
+- generation (``--mode generate``): the decode-step graph (measure.decode.export_step: past keys and values
   in and out, batch, new tokens and cache length dynamic) runs the prefill from an empty cache and each decode
   step; the argmax is numpy's (``OrtDecoder``). Its fp16 and int8-dynamic variants are made from that graph.
 """

@@ -29,6 +29,6 @@ class TorchCompile(TorchEager):
         self.runtime_config += "; torch.compile(dynamic=False) inductor default mode"
 
     def decoder(self, model: Any, prompt_len: int, new_tokens: int) -> Any:
-        from archbench.bench.measure.generate_torch import make_decoder
+        from archbench.bench.measure.decode import make_decoder
 
         return make_decoder(self.model, self.device, capacity=prompt_len + new_tokens - 1, compile_step=True)

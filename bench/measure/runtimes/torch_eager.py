@@ -6,7 +6,7 @@
 - threads: ``torch.set_num_threads(threads)``, inter-op pool 1.
 - ``load_ms``: building the module (``create_model`` or the user's factory) plus the cast or quantization.
 - ``size_bytes``: the ``torch.save``d state_dict of what runs.
-- generation (``--mode generate``): ``Llama.step`` with a growing KV cache (measure.generate_torch.TorchDecoder).
+- generation (``--mode generate``): ``Llama.step`` with a growing KV cache (measure.decode.TorchDecoder).
 """
 
 from __future__ import annotations
@@ -108,7 +108,7 @@ class TorchEager(RuntimeBase):
         set_threads(self.threads)
 
     def decoder(self, model: Any, prompt_len: int, new_tokens: int) -> Any:
-        from archbench.bench.measure.generate_torch import make_decoder
+        from archbench.bench.measure.decode import make_decoder
 
         return make_decoder(self.model, self.device)
 

@@ -1,4 +1,4 @@
-"""What Ray tasks run on a cluster node for measure.cluster: the engine's jobs, through the same dispatch and the
+"""What Ray tasks run on a cluster node for measure.cluster.dispatcher: the engine's jobs, through the same dispatch and the
 same worker process as a local run, in an out folder of the node's own.
 
     build_task(job_json, run_key, timeout_s) -> {"node", "folder", "tar", "logs"}       the artifacts job

@@ -5,7 +5,7 @@ of one model server would run it.
 One repetition of a serving cell = one worker process: ``executors`` runtime instances are prepared (each its own
 ONNX Runtime session / OpenVINO request / torch runtime on the one module, each with ``executor_threads`` intra-op
 threads), every batch size 1..max_batch is run once on each, in its executor thread (warm-up; the first call is
-``first_inference_ms``), then the scenario runs once under its rules (measure.scenario.Rules; the arrival schedule seeded by the repetition).
+``first_inference_ms``), then the scenario runs once under its rules (scenario.Rules; the arrival schedule seeded by the repetition).
 Batches are slices of one random input set per executor (never zeros), converted before the run; building a batch
 from requests' own tensors (a copy) is not timed here.
 
@@ -21,7 +21,7 @@ The record of a repetition (mode = the scenario's kind, ``scenario`` = its descr
   (the load generator's own lateness and CPU per issued request; server only);
 - ``peak_rss_mib`` over the run, every executor's instance included.
 
-Repetitions combine (``combine_serving``, called by measure.repetitions.combine) into intervals over processes:
+Repetitions combine (``combine_serving``, called by analyze.combine.combine) into intervals over processes:
 p50/p95/p99 as every latency, p90 and achieved QPS likewise; a cell is VALID only if every repetition was.
 No fidelity here: the cell's single-stream record measures it. Torch-free unless the runtime needs torch.
 """
@@ -39,8 +39,8 @@ import numpy as np
 
 from archbench.bench.cell import Cell, Job
 from archbench.bench.measure.protocol import new_record, one_line, prepare_failed
-from archbench.bench.measure.scenario import KINDS, Rules, Scenario
 from archbench.bench.record import Record
+from archbench.bench.scenario import KINDS, Rules, Scenario
 
 MAX_SAMPLES = 20_000  # request latencies stored per repetition (percentiles are computed before thinning)
 SWITCH_INTERVAL_S = 0.0005  # the GIL hand-over interval while serving (Python's default 5 ms would delay the load
@@ -216,7 +216,7 @@ def fill_from_load(rec: Record, res: Any, first_ms: float, busy: float | None, w
 
 
 def combine_serving(out: Record, ok: Sequence[Record]) -> None:
-    """measure.repetitions.combine's serving part: p90 and achieved QPS over repetitions (geometric mean, 95% t
+    """analyze.combine.combine's serving part: p90 and achieved QPS over repetitions (geometric mean, 95% t
     interval on logs, as every latency), validity of every repetition, and the load generator's figures."""
     from archbench.bench.analyze.intervals import log_interval
 

@@ -1,5 +1,5 @@
 """The engine's jobs on a Ray cluster (``--cluster``): each job a Ray task that holds one node alone and runs the
-same worker as a local run (measure.cluster_node); records stream back to the driver's files as they finish.
+same worker as a local run (measure.cluster.node); records stream back to the driver's files as they finish.
 
     d = ClusterDispatcher("auto", target=("cpu-avx512",), out=Path("runs/x"), timeout_s=300, device="cpu")
     d.artifacts(jobs)              # each model's artefacts built once, on some node; copied to --out and shipped
@@ -15,7 +15,7 @@ same worker as a local run (measure.cluster_node); records stream back to the dr
 - **Artefacts** (the ONNX export, variants, fp32 references): built once per model by an artifacts task on one
   node (holding its slot like any task), copied into the driver's ``--out/artifacts`` as in a local run, and
   shipped through Ray's object store to every measuring task of that model, which unpacks them once per node
-  (measure.cluster_node.unpack). All nodes measure the same files; a lost artifacts task is retried elsewhere.
+  (measure.cluster.node.unpack). All nodes measure the same files; a lost artifacts task is retried elsewhere.
 - **Streaming**: a task is a streaming generator; ``ray.wait`` on all of a round's tasks hands each record to
   ``on_record`` (the engine appends and fsyncs it) the moment its node emits it. Ray Client (``ray://``) has no
   streaming generators: there a job's records arrive together when the job ends.
@@ -45,7 +45,7 @@ from typing import Any
 
 from archbench.bench.cell import Cell, Job
 from archbench.bench.errors import UsageError
-from archbench.bench.measure import cluster_node
+from archbench.bench.measure.cluster import node as cluster_node
 from archbench.bench.measure.dispatch import OnRecord, failed_record, log_path, slug
 from archbench.bench.record import Record
 

@@ -3,7 +3,7 @@ interpreter (TRITON_INTERPRET=1, numpy on the CPU), fp32 and fp16, against its f
 the trainable kernels, the gradients).
 
 ``interpreter_checks`` must run in a process where TRITON_INTERPRET=1 was set before triton was first imported
-(Triton fixes the interpreter mode then); archbench.bench.measure.kernelbench starts that process. Wall times
+(Triton fixes the interpreter mode then); archbench.bench.kernels.run starts that process. Wall times
 here are the interpreter's: meaningless as kernel timings.
 """
 

@@ -4,7 +4,7 @@ baselines), with the work one call does and its formula.
 
 ``plan(kernels, shapes, quick, directions)`` lists what a run measures as ``BenchSpec`` s, in order;
 ``build_bench(spec, dtype, device, compile_baselines)`` allocates one bench's tensors (random, non-zero) on
-``device`` and returns a ``Bench``; archbench.bench.measure.kernelbench_sweep times it. Everything here imports
+``device`` and returns a ``Bench``; archbench.bench.kernels.sweep times it. Everything here imports
 torch and the kernels lazily (``archbench --help`` must stay fast).
 """
 
@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from archbench.bench.measure.peaks import TORCH_DTYPES
+from archbench.bench.machine.peaks import TORCH_DTYPES
 
 KERNELS = ("rms_norm", "conv_bn_act", "attention")
 DIRECTIONS = ("fwd", "fwd+bwd")
@@ -48,7 +48,7 @@ DEFAULT_SHAPES: dict[str, dict[str, list[Shape]]] = {
     },
 }
 
-# The review (archbench.bench.measure.kernel_review): issue 20's target shapes first, so a time budget that runs
+# The review (archbench.bench.kernels.review): issue 20's target shapes first, so a time budget that runs
 # out cuts the least important rows. Targets: RMSNorm fwd >= 85% of the measured copy bandwidth; attention fwd
 # >= 0.9x SDPA flash at d = 128 bf16, causal and not; conv+BN+ReLU faster than eager conv->BN->ReLU and within
 # 1.25x of cuDNN conv alone at batch >= 8.

@@ -15,11 +15,11 @@ token is never fed back). Each step is timed on its own (perf_counter; CUDA sync
   generation minus its resident memory right before that generation's prefill (the cache, the logits and the
   activations of the steps, plus allocator slack; 0 when freed memory is reused).
 - ``macs`` / ``flops`` = one decode step at this batch at the mean cache length, ``prefill_macs`` the prefill
-  (measure.generate_torch.generation_counts).
+  (measure.decode.generation_counts).
 - ``decode_bytes`` = what one decode step must read: the weights (the loaded artefact's size, less the embedding
   table's share: a step gathers B rows of it, not the table) + the KV cache at the mean cache length
   (2 x layers x kv_heads x head_dim x (P + N/2 - 1) x batch x bytes); ``decode_gbps`` = decode_bytes / TPOT p50.
-  Decoding at small batch is memory-bound: compare it with the machine's copy bandwidth (measure.peaks).
+  Decoding at small batch is memory-bound: compare it with the machine's copy bandwidth (machine.peaks).
 - ``top1_agree`` = the fraction of generated tokens equal to the fp32 PyTorch eager model's greedy tokens from the
   same prompt (once two greedy runs diverge they rarely meet again, so 1.0 or a clear drop).
 
@@ -27,10 +27,10 @@ token is never fed back). Each step is timed on its own (perf_counter; CUDA sync
 ``first_inference_ms`` end to end, compilation included for torch-compile), then timed generations until at least
 ``MIN_GENERATIONS`` generations, ``min_iters`` decode steps and ``min_time_s`` seconds (or ``max_time_s``). TTFT's
 per-repetition median and p95 and TPOT's per-repetition statistics are combined over repetitions like every
-latency (measure.repetitions). Memory and token agreement come from the first repetition.
+latency (analyze.combine). Memory and token agreement come from the first repetition.
 
 This module imports neither torch nor a runtime: ONNX Runtime workers run it torch-free. The torch side (which
-models can generate, the decode-step export, MAC counts, reference tokens) is measure.generate_torch.
+models can generate, the decode-step export, MAC counts, reference tokens) is measure.decode.
 """
 
 from __future__ import annotations
@@ -176,7 +176,7 @@ def _prepare(job: Job) -> tuple[Any, Any, Decoder, dict[str, Any], float]:
     rt = cls(head.threads, head.device)
     rss_imports = current_rss_mib()
     if cls.needs_torch:
-        from archbench.bench.measure.generate_torch import torch_model
+        from archbench.bench.measure.decode import torch_model
 
         model, info = torch_model(head, workdir, job.cells)
     else:

@@ -87,7 +87,7 @@ def is_oom(rec: Record) -> bool:
 
 
 def default_cap_mib() -> float | None:
-    from archbench.bench.measure.train import available_mib
+    from archbench.bench.modes.train import available_mib
 
     avail = available_mib()
     return None if avail is None else round(DEFAULT_CAP_FRACTION * avail)

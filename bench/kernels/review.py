@@ -1,6 +1,6 @@
 """The kernels' GPU review in one command, for whoever has an H100/H200 (or any CUDA GPU) for ~12 minutes:
 
-    python -m archbench.bench.measure.kernel_review            # writes results/kernels/
+    python -m archbench.bench.kernels.review            # writes results/kernels/
 
 1. native kernel tests: ``pytest tests/test_kernels.py`` (every row on CUDA, bf16 included) and the CUDA rows of
    ``tests/benchmarks/test_bench_kernels.py`` (``-m gpu``) -> tests.log (both runs' output), tests-*.xml (JUnit);
@@ -34,7 +34,7 @@ from typing import Any
 
 from archbench.bench.atomic import atomic_write
 
-ROOT = Path(__file__).resolve().parents[2]  # the repository (bench/measure/kernel_review.py)
+ROOT = Path(__file__).resolve().parents[2]  # the repository (bench/kernels/review.py)
 DEFAULT_OUT = ROOT / "results" / "kernels"
 TESTS = (  # (name, pytest arguments): the native kernel tests
     ("kernels", ["tests/test_kernels.py"]),
@@ -72,7 +72,7 @@ def check_targets(rows: Sequence[Any]) -> list[TargetCheck]:
     speed-up over sdpa-flash >= 0.9. conv_bn_act at batch >= 8: speed-up over eager-unfused > 1 and over
     cudnn-conv >= 0.8 (our time <= 1.25 x cuDNN's). ``met`` compares the point estimate; the interval is beside it.
     """
-    from archbench.bench.measure.kernelbench_cases import ShapeError, parse_shape
+    from archbench.bench.kernels.cases import ShapeError, parse_shape
 
     recs = [r if isinstance(r, dict) else asdict(r) for r in rows]
     by_key = {(r["kernel"], r["case"], r["direction"], r["impl"]): r for r in recs}
@@ -179,7 +179,7 @@ def _nvidia_smi() -> str:
 
 def _readme(steps: Sequence[StepResult], checks: Sequence[TargetCheck], env: dict[str, Any], device: str) -> str:
     lines = ["# Kernel review", "",
-             f"`python -m archbench.bench.measure.kernel_review` on {env.get('gpu_name') or 'no GPU'} "
+             f"`python -m archbench.bench.kernels.review` on {env.get('gpu_name') or 'no GPU'} "
              f"(driver {env.get('gpu_driver') or '?'}), torch {env.get('torch_version')}, triton "
              f"{env.get('triton_version')}, CUDA {env.get('cuda_version')}, cuDNN {env.get('cudnn_version')}, "
              f"commit {env.get('git_commit') or '?'}, {env.get('timestamp')}.", ""]
@@ -217,8 +217,8 @@ def review(args: argparse.Namespace) -> int:
     """Run the review's steps (module docstring); returns the exit status."""
     import torch
 
-    from archbench.bench.measure import kernelbench
-    from archbench.bench.measure.kernelbench_output import kernel_environment
+    from archbench.bench.kernels import run as kernelbench
+    from archbench.bench.kernels.output import kernel_environment
 
     if args.device == "cuda" and not torch.cuda.is_available():
         print("kernel_review: error: no CUDA device visible to torch. This review needs a GPU (H100/H200 for "
@@ -262,8 +262,8 @@ def review(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m archbench.bench.measure.kernel_review``: parse ``argv`` and ``review``."""
-    parser = argparse.ArgumentParser(prog="python -m archbench.bench.measure.kernel_review",
+    """``python -m archbench.bench.kernels.review``: parse ``argv`` and ``review``."""
+    parser = argparse.ArgumentParser(prog="python -m archbench.bench.kernels.review",
                                      description=(__doc__ or "").split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     add_arguments(parser)

@@ -21,7 +21,7 @@ so far would not fit, and benches are skipped (rows with status "skipped" and th
 spent; ``BENCH_FLOOR_S`` per bench still to come (at most an equal share) is always held back, so the last benches
 still get measured.
 
-Timers and peaks come from archbench.bench.measure.peaks, the statistics from archbench.bench.analyze (imported
+Timers and peaks come from archbench.bench.machine.peaks, the statistics from archbench.bench.analyze (imported
 when measuring: numpy is not needed for ``archbench --help``).
 """
 
@@ -35,8 +35,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from archbench.bench.measure.kernelbench_cases import Bench, BenchSpec, build_bench, format_shape
-from archbench.bench.measure.peaks import Peaks, Timer
+from archbench.bench.kernels.cases import Bench, BenchSpec, build_bench, format_shape
+from archbench.bench.machine.peaks import Peaks, Timer
 
 # max abs error accepted for our kernel against the fp32 reference, by input dtype (outputs are O(1))
 TOLERANCE = {"fp32": 2e-2, "fp16": 2e-2, "bf16": 1e-1}  # fp32 is loose: conv/attention may use TF32

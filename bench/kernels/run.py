@@ -9,9 +9,9 @@ and forward+backward in one run, it times
     attention    triton | eager (explicit fp32 softmax) | torch.compile(eager) | SDPA flash / efficient / cudnn /
                  math, each forced with torch.nn.attention.sdpa_kernel (an unavailable backend is a skipped row)
 
-in interleaved rounds (archbench.bench.measure.kernelbench_sweep: CUDA events around each call, L2 flushed before
+in interleaved rounds (archbench.bench.kernels.sweep: CUDA events around each call, L2 flushed before
 each call, random non-zero inputs) and reports the median with a 95% interval, GB/s or TFLOP/s with the formula,
-% of the device's peak measured in the same run (archbench.bench.measure.peaks: copy bandwidth of a large
+% of the device's peak measured in the same run (archbench.bench.machine.peaks: copy bandwidth of a large
 ``dst.copy_(src)``; matmul TFLOP/s of a large square matmul in the run's dtype, bf16 for an fp32 run), triton's
 speed-up over each baseline (paired per round, with its interval) and each output's max abs error against the
 fp32 reference. ``--budget-s`` bounds the whole sweep (blocks shrink, then torch.compile baselines and finally
@@ -28,7 +28,7 @@ Exit status: 0 when every Triton row is ok, 1 when one of ours failed or mismatc
 recorded, not fatal), 2 for a usage or environment error (one line on stderr).
 
 This module is the CLI wiring: ``add_arguments(parser)`` then ``run(args) -> int``; run directly with
-``python -m archbench.bench.measure.kernelbench [--quick]``. The parts, for library use:
+``python -m archbench.bench.kernels.run [--quick]``. The parts, for library use:
 
     kernelbench_cases   shapes (defaults, review, --shapes parsing), the benches and their work (plan, build_bench)
     kernelbench_sweep   checking and timing them into Rows (measure_bench, run_sweep, TimeBudget)
@@ -52,7 +52,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from archbench.bench.measure.kernelbench_cases import KERNELS, SHAPE_SYNTAX, format_shape
+from archbench.bench.kernels.cases import KERNELS, SHAPE_SYNTAX, format_shape
 
 DTYPES = ("bf16", "fp16", "fp32")
 REVIEW_BUDGET_S = 420.0  # --review's default budget: the sweep plus peaks and start-up inside ~8 minutes
@@ -79,7 +79,7 @@ shapes (--shapes KERNEL=SHAPE[,SHAPE...] ...; only the named kernels run unless 
 
 On a machine without a CUDA GPU the kernels run under the Triton interpreter for correctness only:
 timings there mean nothing. The whole GPU review (native tests, this review, targets, results/kernels/) is one
-command: python -m archbench.bench.measure.kernel_review
+command: python -m archbench.bench.kernels.review
 exit codes: 0 ok, 1 a Triton kernel failed or mismatched, 2 bad input"""
 
 
@@ -137,7 +137,7 @@ class RunSpec:
 
 def run_spec(args: argparse.Namespace) -> RunSpec:
     """Parse and validate the arguments into a RunSpec; KernelBenchError on bad input."""
-    from archbench.bench.measure.kernelbench_cases import REVIEW_SHAPES, ShapeError, parse_shapes
+    from archbench.bench.kernels.cases import REVIEW_SHAPES, ShapeError, parse_shapes
 
     if args.warmup < 0 or args.repeats < 1 or args.rounds < 1:
         raise KernelBenchError(f"--warmup must be >= 0, --repeats and --rounds >= 1 (got {args.warmup}, "
@@ -183,8 +183,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m archbench.bench.measure.kernelbench``: parse ``argv`` and ``run``."""
-    parser = argparse.ArgumentParser(prog="python -m archbench.bench.measure.kernelbench",
+    """``python -m archbench.bench.kernels.run``: parse ``argv`` and ``run``."""
+    parser = argparse.ArgumentParser(prog="python -m archbench.bench.kernels.run",
                                      description=(__doc__ or "").split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG)
     add_arguments(parser)
@@ -193,7 +193,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def format_plan(spec: RunSpec) -> str:
     """The benches a run would measure, in order, with the budget."""
-    from archbench.bench.measure.kernelbench_cases import format_shape, plan
+    from archbench.bench.kernels.cases import format_shape, plan
 
     specs = plan(spec.kernels, spec.shapes, spec.quick, spec.directions)
     budget = f"budget {spec.budget_s:g} s" if spec.budget_s else "no time budget"
@@ -223,10 +223,10 @@ def cudnn_benchmark(enabled: bool = True) -> Iterator[None]:
 
 
 def _run_timing(args: argparse.Namespace, spec: RunSpec, device: str) -> int:
-    from archbench.bench.measure.kernelbench_cases import plan
-    from archbench.bench.measure.kernelbench_output import describe_peaks, format_rows, kernel_environment
-    from archbench.bench.measure.kernelbench_sweep import Row, run_sweep
-    from archbench.bench.measure.peaks import cuda_timer, measure_peaks, wall_timer
+    from archbench.bench.kernels.cases import plan
+    from archbench.bench.kernels.output import describe_peaks, format_rows, kernel_environment
+    from archbench.bench.kernels.sweep import Row, run_sweep
+    from archbench.bench.machine.peaks import cuda_timer, measure_peaks, wall_timer
     from archbench.kernels._common import HAS_TRITON, interpreting
 
     if device == "cuda":
@@ -271,15 +271,15 @@ def _run_timing(args: argparse.Namespace, spec: RunSpec, device: str) -> int:
 
 
 def _run_cpu_checks(args: argparse.Namespace, spec: RunSpec) -> int:
-    from archbench.bench.measure.kernelbench_checks import CheckRow
-    from archbench.bench.measure.kernelbench_output import format_checks, kernel_environment
+    from archbench.bench.kernels.checks import CheckRow
+    from archbench.bench.kernels.output import format_checks, kernel_environment
     from archbench.kernels._common import HAS_TRITON
 
     if not HAS_TRITON:
         raise KernelBenchError("no CUDA GPU and triton is not installed: nothing to check or benchmark")
     print(NO_GPU_NOTICE)
     # Re-exec: Triton fixes interpreter mode at its first import, so set TRITON_INTERPRET=1 in a fresh process.
-    code = ("import json, sys; from archbench.bench.measure.kernelbench_checks import interpreter_checks; "
+    code = ("import json, sys; from archbench.bench.kernels.checks import interpreter_checks; "
             "print(json.dumps(interpreter_checks(sys.argv[1].split(','), sys.argv[2] == '1', "
             "json.loads(sys.argv[3]) or None)))")
     # only --shapes reach the interpreter: the review's and the default sweeps' GPU-sized shapes would take hours
@@ -322,7 +322,7 @@ def _interpreter_work(kernel: str, shape: tuple) -> int:
 
 
 def _write(out_dir: Path, rows: Sequence[Any], env: dict[str, Any], row_type: type) -> None:
-    from archbench.bench.measure.kernelbench_output import write_outputs
+    from archbench.bench.kernels.output import write_outputs
 
     try:
         paths = write_outputs(out_dir, rows, env, row_type)

@@ -4,7 +4,7 @@ One measurement serves both users:
 
 - the roofline (``archbench report``, archbench.bench.report.roofline): fp32 on the CPU at the records' thread
   count, cached in a run folder's peaks.json;
-- ``archbench kernels`` (archbench.bench.measure.kernelbench): bf16/fp16 on the GPU, timed with CUDA events, so a
+- ``archbench kernels`` (archbench.bench.kernels.run): bf16/fp16 on the GPU, timed with CUDA events, so a
   kernel's GB/s or TFLOP/s can be quoted as a % of what this device achieves.
 
 Formulas (each also beside its line of code):

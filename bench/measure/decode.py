@@ -1,4 +1,4 @@
-"""The PyTorch side of ``--mode generate`` (archbench.bench.measure.generate): which models can generate, the
+"""The PyTorch side of ``--mode generate`` (archbench.bench.modes.generate): which models can generate, the
 decode-step graph ONNX Runtime runs, MACs per prefill and per decoded token, the fp32 reference tokens, and the
 decoder the torch runtimes time. Imports torch: only torch workers and the artifacts worker load it.
 
@@ -286,7 +286,7 @@ def make_decoder(module: nn.Module, device: str, capacity: int = 0, compile_step
 
 
 class TorchDecoder:
-    """Greedy decoding on a torch module, as the timed loop drives it (archbench.bench.measure.generate).
+    """Greedy decoding on a torch module, as the timed loop drives it (archbench.bench.modes.generate).
 
     eager: ``step`` with a growing cache from an empty one; static (torch.compile): ``step_static`` with a cache
     of fixed capacity P + N - 1, compiled once per shape (prefill and decode) with ``pos`` a 0-d tensor so no

@@ -8,9 +8,9 @@ double the QPS; while they fail, halve it (at most ``MAX_HALVINGS`` times): that
 trial passes below some QPS and fails above it; noise near the edge can make a pass and a fail swap there, which
 bisection turns into an answer inside the noise band - the bracket says how wide.
 
-**A trial** is an ordinary server-scenario cell at that QPS (measure.serving; mode ``server``, the QPS in its
+**A trial** is an ordinary server-scenario cell at that QPS (modes.serve; mode ``server``, the QPS in its
 ``scenario``), run like every cell: ``--repetitions`` worker processes (each appended to repetitions.jsonl), combined
-with intervals (measure.repetitions), the record appended to records.jsonl with ``sla`` set. It passes when it is
+with intervals (analyze.combine), the record appended to records.jsonl with ``sla`` set. It passes when it is
 VALID (measure.loadgen: it kept up, ran long enough) and every SLA term holds on its estimate (p99_ms: the
 geometric mean of the repetitions' p99s). A repetition that comes back INVALID ends the trial (it cannot pass).
 
@@ -28,8 +28,8 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from archbench.bench.cell import Job
-from archbench.bench.measure.scenario import SERVER, Scenario
 from archbench.bench.record import Record, append_jsonl, read_records
+from archbench.bench.scenario import SERVER, Scenario
 
 DEFAULT_START = 128.0  # requests/s: 256 queries (the server minimum) take 2 s, the default minimum duration
 DEFAULT_REL_TOL = 0.10
@@ -171,8 +171,8 @@ def run_search(spec: Any, progress: Callable[[Record, int, int], None] | None = 
 
 def _trial(spec: Any, cell: Any, workdir: str, run_id: str, reps_path: Any) -> Record:
     """One trial: --repetitions worker processes (stopping at the first INVALID one), combined."""
+    from archbench.bench.analyze.combine import combine
     from archbench.bench.measure.dispatch import run_job
-    from archbench.bench.measure.repetitions import combine
 
     got: list[Record] = []
     for r in range(spec.repetitions):

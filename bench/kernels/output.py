@@ -11,9 +11,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from archbench.bench.measure.kernelbench_checks import CheckRow
-from archbench.bench.measure.kernelbench_sweep import Row
-from archbench.bench.measure.peaks import Peaks
+from archbench.bench.kernels.checks import CheckRow
+from archbench.bench.kernels.sweep import Row
+from archbench.bench.machine.peaks import Peaks
 
 # CSV columns appended to every row, from the environment block
 PROVENANCE = ("gpu_name", "torch_version", "triton_version", "timestamp")

@@ -66,7 +66,7 @@ from archbench.bench.analyze.noise import (  # noqa: F401  (re-exported: doctor'
     t_cdf,
     t_quantile,
 )
-from archbench.bench.measure.sysfacts import (  # noqa: F401  (re-exported: doctor's API)
+from archbench.bench.machine.sysfacts import (  # noqa: F401  (re-exported: doctor's API)
     GPU_QUERY,
     CpuInfo,
     CpuTimes,

@@ -7,7 +7,7 @@ keeps repetition 0's memory, fidelity and cold-start fields (later repetitions o
 replaces p50/p95/p99/mean (and throughput) by their estimate over repetitions with a 95% interval
 (analyze.intervals). The per-loop "CV > 10%" flag gives way to what matters across processes: the interval's width.
 A generation record's TTFT and end-to-end time get the same treatment (``_combine_generation``); a serving record its
-p90, achieved QPS and validity (measure.serving.combine_serving).
+p90, achieved QPS and validity (modes.serve.combine_serving).
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ def combine(reps: Sequence[Record], target: float | None = None) -> Record:
     if bad:
         notes.append(f"{len(bad)} of {len(reps)} repetitions {bad[0].status}: {bad[0].error[:200]}")
     nodes = {r.node_id for r in ok if r.node_id}
-    if len(nodes) > 1:  # --cluster (measure.cluster): each repetition went to whichever node was free
+    if len(nodes) > 1:  # --cluster (measure.cluster.dispatcher): each repetition went to whichever node was free
         notes.append(f"repetitions ran on {len(nodes)} cluster nodes: the interval includes node-to-node differences")
     out.samples_by_rep = [r.samples_ms for r in ok]
     out.samples_ms = [x for r in ok for x in r.samples_ms]
@@ -61,17 +61,17 @@ def combine(reps: Sequence[Record], target: float | None = None) -> Record:
         out.throughput_lo_sps = out.batch * 1000.0 / out.latency_mean_hi_ms
         out.throughput_hi_sps = out.batch * 1000.0 / out.latency_mean_lo_ms
     if out.flops:
-        # achieved GFLOP/s from the combined p50 (training: a step is ~3 forwards, as measure.train counts it)
+        # achieved GFLOP/s from the combined p50 (training: a step is ~3 forwards, as modes.train counts it)
         per_call = out.flops * (3 if out.mode == "train" else 1)
         out.achieved_gflops = per_call / (out.latency_p50_ms * 1e-3) / 1e9
     if out.train_samples and out.throughput_sps:
-        out.time_to_train_s = out.train_samples / out.throughput_sps  # as measure.train.time_to_train_s
+        out.time_to_train_s = out.train_samples / out.throughput_sps  # as modes.train.time_to_train_s
     if out.rep_ttft_ms:
         _combine_generation(out, ok)
     pooled = _pooled(out.samples_ms)
     out.latency_p90_ms, out.latency_std_ms, out.latency_min_ms, out.latency_max_ms, out.latency_cv = pooled
-    if out.scenario:  # serving: p90 and achieved QPS over repetitions, validity (measure.serving)
-        from archbench.bench.measure.serving import combine_serving
+    if out.scenario:  # serving: p90 and achieved QPS over repetitions, validity (modes.serve)
+        from archbench.bench.modes.serve import combine_serving
 
         combine_serving(out, ok)
     goal = target if target is not None else DEFAULT_TARGET
@@ -93,7 +93,7 @@ def combine(reps: Sequence[Record], target: float | None = None) -> Record:
 
 
 def _combine_generation(out: Record, ok: Sequence[Record]) -> None:
-    """--mode generate (measure.generate): TTFT and the whole generation over repetitions, as the latencies (their
+    """--mode generate (modes.generate): TTFT and the whole generation over repetitions, as the latencies (their
     TPOT) are; the decode bandwidth from the combined TPOT p50."""
     out.rep_ttft_ms = [v for r in ok for v in r.rep_ttft_ms]
     out.rep_ttft_p95_ms = [v for r in ok for v in r.rep_ttft_p95_ms]
@@ -104,7 +104,7 @@ def _combine_generation(out: Record, ok: Sequence[Record]) -> None:
     out.ttft_p95_ms = log_interval(out.rep_ttft_p95_ms).estimate if out.rep_ttft_p95_ms else out.ttft_p95_ms
     out.e2e_ms = log_interval(out.rep_e2e_ms).estimate if out.rep_e2e_ms else out.e2e_ms
     if out.decode_bytes and out.latency_p50_ms:
-        out.decode_gbps = out.decode_bytes / (out.latency_p50_ms * 1e-3) / 1e9  # as measure.generate
+        out.decode_gbps = out.decode_bytes / (out.latency_p50_ms * 1e-3) / 1e9  # as modes.generate
 
 
 def _pooled(samples: list[float]) -> tuple[float, float, float, float, float]:
