@@ -270,7 +270,7 @@ def main() -> None:
     ap.add_argument("--trials", type=int, default=8)
     args = ap.parse_args()
     args.out = args.out.resolve()
-    from archbench.bench.measure.doctor import load_noise
+    from archbench.bench.machine.doctor import load_noise
 
     nf = load_noise()
     noise = nf.noise_pct / 100 if nf is not None else 0.0
