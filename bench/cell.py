@@ -22,6 +22,20 @@ MODES = ("infer", "train", "maxbatch-trial", "generate", "offline", "server", "c
 # serving scenarios (archbench.bench.scenario)
 
 
+def knobs_text(knobs: str | None) -> str:
+    """How every label shows a cell's knobs: ' {width:0.5,depth:2}' from their canonical JSON, '' when none."""
+    return "" if knobs in (None, "", "{}") else " " + str(knobs).replace('"', "").replace(" ", "")
+
+
+def cell_label(source: str, knobs: str | None, runtime: str, precision: str, batch: int | None, mode: str = "infer",
+               scenario: str = "", device: str = "cpu") -> str:
+    """The one label of a cell, for logs, messages and reports: 'mlp_s {width:0.5} onnxruntime int8-static b1'
+    (the device when it is not the CPU, the mode when it is not inference, then a serving cell's scenario)."""
+    parts = [f"{source}{knobs_text(knobs)}", runtime, precision, f"b{batch}", "" if device in ("", "cpu") else device,
+             "" if (mode or "infer") == "infer" else mode, scenario]
+    return " ".join(p for p in parts if p)
+
+
 def canonical_knobs(knobs: dict[str, Any] | None) -> str:
     """Knobs as records store them: JSON with sorted keys ("{}" when none)."""
     return json.dumps(dict(knobs or {}), sort_keys=True)
@@ -121,9 +135,8 @@ class Cell:
         return replace(self, batch=batch)
 
     def label(self) -> str:
-        knobs = "" if self.knobs in ("", "{}") else " " + self.knobs
-        return f"{self.source}{knobs} {self.runtime} {self.precision} b{self.batch}" + (
-            f" {self.mode} {self.scenario}" if self.scenario else "")
+        return cell_label(self.source, self.knobs, self.runtime, self.precision, self.batch, self.mode,
+                          self.scenario, self.device)
 
 
 @dataclass(frozen=True)

@@ -99,11 +99,11 @@ class Record:
     warmup_iters: int | None = None
     measure_s: float | None = None  # wall time of the timed loop
     warning: str = ""
-    # --- training (archbench.bench.modes.train; mode train: latency_* = one training step, throughput_sps = batch / mean step)
+    # --- training (archbench.bench.measure.train_step; mode train: latency_* = one training step, throughput_sps = batch / mean step)
     mode: str = "infer"  # infer | train | maxbatch-trial (one memory-only trial of --find-max-batch) | generate |
     # offline | server | concurrency (serving scenarios, below)
     optimizer: str = ""  # sgd | adamw (mode train)
-    loss_fn: str = ""  # next-token-cross-entropy | cross-entropy | mse (random targets; see archbench.bench.modes.train)
+    loss_fn: str = ""  # next-token-cross-entropy | cross-entropy | mse (random targets; see archbench.bench.measure.train_step)
     train_peak_mem_mib: float | None = None  # CPU: worker peak RSS; CUDA: max_memory_allocated; over a step
     train_mem_baseline_mib: float | None = None  # before the model was built (interpreter, libraries)
     param_mib: float | None = None  # exact: numel x element_size of the parameters
@@ -196,40 +196,6 @@ class Record:
     rep_p90_ms: list[float] = field(default_factory=list)  # serving: each repetition's p90
     rep_qps: list[float] = field(default_factory=list)  # serving: each repetition's achieved QPS
 
-    def fill_latency(self, samples_ms: list[float], *, first_ms: float | None, warmup_iters: int,
-                     measure_s: float, other_cpu_pct: float | None, flops_per_call: float | None = None,
-                     min_time_hint: str = "--min-time") -> None:
-        """The latency group from one timed loop: percentiles etc. (archbench.bench.analyze.stats.summarize over ``samples_ms``),
-        throughput = batch / mean, achieved GFLOP/s = ``flops_per_call`` / p50, and the unstable (CV > 10%) and
-        busy-machine (archbench.bench.measure.harness.BUSY_PCT) warnings. Used by the inference and training workers and the pytest
-        fixture alike."""
-        from archbench.bench.analyze.stats import summarize, throughput_sps
-        from archbench.bench.measure.harness import busy_warning
-
-        st = summarize(samples_ms)
-        self.latency_p50_ms, self.latency_p90_ms = st.p50_ms, st.p90_ms
-        self.latency_p95_ms, self.latency_p99_ms = st.p95_ms, st.p99_ms
-        self.latency_mean_ms, self.latency_std_ms = st.mean_ms, st.std_ms
-        self.latency_min_ms, self.latency_max_ms, self.latency_cv = st.min_ms, st.max_ms, st.cv
-        self.n_samples, self.stable = st.n, st.stable
-        self.throughput_sps = throughput_sps(self.batch, st.mean_ms)
-        if flops_per_call:
-            self.achieved_gflops = flops_per_call / (st.p50_ms * 1e-3) / 1e9
-        self.first_inference_ms = first_ms
-        self.warmup_iters, self.measure_s = warmup_iters, measure_s
-        self.samples_ms = [round(x, 6) for x in samples_ms]
-        # One timed loop is one repetition; analyze.combine.combine merges several into intervals.
-        self.repetitions = 1
-        self.rep_p50_ms, self.rep_p95_ms, self.rep_p99_ms = [st.p50_ms], [st.p95_ms], [st.p99_ms]
-        self.rep_mean_ms = [st.mean_ms]
-        self.samples_by_rep = [self.samples_ms]
-        self.other_cpu_pct = other_cpu_pct
-        warnings = [self.warning] if self.warning else []
-        if not st.stable:
-            warnings.append(f"unstable: CV {st.cv:.0%} > 10% (close other programs or use {min_time_hint})")
-        if busy_warning(other_cpu_pct):
-            warnings.append(busy_warning(other_cpu_pct))
-        self.warning = "; ".join(warnings)
 
     def key(self) -> tuple:
         """What identifies this cell across runs (archbench.bench.cell.Cell.key is the same tuple)."""
@@ -239,6 +205,13 @@ class Record:
     @property
     def ok(self) -> bool:
         return self.status == "ok"
+
+    def label(self) -> str:
+        """The cell's label (archbench.bench.cell.cell_label)."""
+        from archbench.bench.cell import cell_label
+
+        return cell_label(self.model, self.knobs, self.runtime, self.precision, self.batch, self.mode or "infer",
+                          self.scenario, self.device)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -66,7 +66,7 @@ class Scenario:
                 f"queue_delay_ms={self.queue_delay_ms:g}")
         return f"{head} {rest}".strip()
 
-    def label(self) -> str:
+    def title(self) -> str:
         """'server qps=200 executors=2 ...': the kind and the descriptor."""
         return f"{self.kind} {self.descriptor()}"
 

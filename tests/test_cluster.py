@@ -78,7 +78,7 @@ def _workers(node_dir: Path) -> list[int]:
     pids = []
     for p in Path("/proc").iterdir():
         try:
-            if p.name.isdigit() and b"archbench.bench.measure.worker import main" in (p / "cmdline").read_bytes():
+            if p.name.isdigit() and b"archbench.bench.modes.worker import main" in (p / "cmdline").read_bytes():
                 if f"ARCHBENCH_NODE_DIR={node_dir}".encode() in (p / "environ").read_bytes().split(b"\0"):
                     pids.append(int(p.name))
         except OSError:

@@ -211,7 +211,7 @@ def test_torch_free_worker_runs_with_torch_unimportable(tmp_path: Path) -> None:
                   for p in ("fp32", "int8-dynamic"))
     job = Job(cells=cells[:1], workdir=str(out / "artifacts" / "resnet_s"), rule=QUICK)
     code = ("import sys; sys.modules['torch'] = None; sys.path[:] = [p for p in sys.path if p not in ('', '.')]\n"
-            "from archbench.bench.measure.worker import main; main()")
+            "from archbench.bench.modes.worker import main; main()")
     for c in cells:
         stdin = Job(cells=(c,), workdir=job.workdir, rule=StopRule(min_iters=3, min_time_s=0.0)).to_json()
         proc = subprocess.run([sys.executable, "-c", code], input=stdin, capture_output=True, text=True, timeout=300)
@@ -293,7 +293,7 @@ def test_no_import_cycles_and_no_file_over_500_lines() -> None:
 def test_torch_free_modules_do_not_import_torch() -> None:
     """What an ONNX Runtime / OpenVINO worker loads, imported in a process where torch cannot be imported."""
     code = ("import sys; sys.modules['torch'] = None\n"
-            "import archbench.bench.measure.worker, archbench.bench.measure.model, archbench.bench.measure.variants\n"
+            "import archbench.bench.measure.prepare, archbench.bench.measure.model, archbench.bench.measure.variants\n"
             "import archbench.bench.measure.runtimes.onnx_runtime, archbench.bench.measure.runtimes.openvino_runtime\n"
             "import archbench.bench.measure.fidelity, archbench.bench.measure.harness, archbench.bench.env\n"
             "archbench.bench.env.environment()\nprint('ok')")

@@ -35,35 +35,35 @@ T_TABLE = [
 
 @pytest.mark.parametrize("p,df,expected", T_TABLE)
 def test_t_quantile_matches_tables(p: float, df: float, expected: float) -> None:
-    assert d.t_quantile(p, df) == pytest.approx(expected, rel=2e-5), f"t_{{{df}, {p}}}"
+    assert d.t_ppf(p, df) == pytest.approx(expected, rel=2e-5), f"t_{{{df}, {p}}}"
 
 
 @pytest.mark.parametrize("p", [0.6, 0.9, 0.975, 0.999])
 def test_t_quantile_closed_forms(p: float) -> None:
     # df = 1 is Cauchy: tan(pi (p - 1/2)); df = 2: (2p - 1) / sqrt(2 p (1 - p)).
-    assert d.t_quantile(p, 1) == pytest.approx(math.tan(math.pi * (p - 0.5)), rel=1e-9)
-    assert d.t_quantile(p, 2) == pytest.approx((2 * p - 1) / math.sqrt(2 * p * (1 - p)), rel=1e-9)
+    assert d.t_ppf(p, 1) == pytest.approx(math.tan(math.pi * (p - 0.5)), rel=1e-9)
+    assert d.t_ppf(p, 2) == pytest.approx((2 * p - 1) / math.sqrt(2 * p * (1 - p)), rel=1e-9)
 
 
 def test_t_quantile_symmetry_and_inverse() -> None:
-    assert d.t_quantile(0.5, 5) == pytest.approx(0.0, abs=1e-9)
-    assert d.t_quantile(0.025, 7) == pytest.approx(-d.t_quantile(0.975, 7), rel=1e-12)
+    assert d.t_ppf(0.5, 5) == pytest.approx(0.0, abs=1e-9)
+    assert d.t_ppf(0.025, 7) == pytest.approx(-d.t_ppf(0.975, 7), rel=1e-12)
     for df in (1, 3, 9, 50):
         for p in (0.55, 0.8, 0.99):
-            assert d.t_cdf(d.t_quantile(p, df), df) == pytest.approx(p, abs=1e-10), (p, df)
+            assert d.t_cdf(d.t_ppf(p, df), df) == pytest.approx(p, abs=1e-10), (p, df)
 
 
 def test_t_quantile_matches_scipy_on_a_grid() -> None:
     stats = pytest.importorskip("scipy.stats")
     for df in (1, 2, 3, 5, 7, 11, 19, 40, 120):
         for p in (0.6, 0.9, 0.95, 0.975, 0.995):
-            assert d.t_quantile(p, df) == pytest.approx(stats.t.ppf(p, df), rel=1e-8), (p, df)
+            assert d.t_ppf(p, df) == pytest.approx(stats.t.ppf(p, df), rel=1e-8), (p, df)
 
 
 @pytest.mark.parametrize("p,df", [(0.0, 3), (1.0, 3), (0.5, 0), (0.9, -1)])
 def test_t_quantile_rejects_bad_input(p: float, df: float) -> None:
     with pytest.raises(ValueError):
-        d.t_quantile(p, df)
+        d.t_ppf(p, df)
 
 
 # ----------------------------------------------------------------------------------------------------- noise figures
@@ -432,7 +432,7 @@ def test_warnings_come_first() -> None:
 
 
 def test_default_busy_threshold_is_the_harness_one() -> None:
-    from archbench.bench.measure.harness import BUSY_PCT
+    from archbench.bench.analyze.stats import BUSY_PCT
 
     just_over = replace(CLEAN, idle_usage=d.CpuUsage(BUSY_PCT + 1, 0.0, 0.0, 1.0))
     assert "other processes used" in texts(d.advise(just_over, QUIET), "warn")

@@ -194,7 +194,7 @@ def _workers() -> set[int]:
                 cmd = (d / "cmdline").read_bytes()
             except OSError:
                 continue
-            if b"archbench.bench.measure.worker import main" in cmd:
+            if b"archbench.bench.modes.worker import main" in cmd:
                 pids.add(int(d.name))
     return pids
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from archbench.bench.analyze.stats import fill_latency
 from archbench.bench.record import Record, read_records
 
 ARCHBENCH = [sys.executable, "-m", "archbench.bench.cli.main"]
@@ -111,7 +112,7 @@ def test_onnxruntime_generation_worker_runs_with_torch_unimportable(
     job = Job(cells=(cell,), workdir=str(run[0] / "artifacts" / "llama_tiny_seq_len_8"),
               rule=StopRule(min_iters=3, min_time_s=0.0))
     code = ("import sys; sys.modules['torch'] = None; sys.path[:] = [p for p in sys.path if p not in ('', '.')]\n"
-            "from archbench.bench.measure.worker import main; main()")
+            "from archbench.bench.modes.worker import main; main()")
     proc = subprocess.run([sys.executable, "-c", code], input=job.to_json(), capture_output=True, text=True,
                           timeout=300)
     events = [json.loads(line) for line in proc.stdout.splitlines()]
@@ -154,12 +155,12 @@ def test_a_model_that_cannot_generate_is_skipped_with_the_reason(tmp_path: Path)
     """The worker's path, in process: mlp_s is no causal LM; openvino has no decode-step path."""
     from archbench.bench.cell import Cell, Job, Options
     from archbench.bench.measure.protocol import Emitter
-    from archbench.bench.modes.generate import run_generate_job
+    from archbench.bench.modes.generate import Generate
 
     for runtime, why in (("torch", "not a causal LM"), ("openvino", "cannot generate")):
         buf = io.StringIO()
         cell = Cell("mlp_s", runtime=runtime, mode="generate", options=Options(new_tokens=4))
-        run_generate_job(Job(cells=(cell,), workdir=str(tmp_path / runtime)), Emitter(buf))
+        Generate().run_job(Job(cells=(cell,), workdir=str(tmp_path / runtime)), Emitter(buf))
         (event,) = [json.loads(line) for line in buf.getvalue().splitlines()]
         rec = Record.from_dict(event["record"])
         assert rec.status == "skipped" and why in rec.error, (runtime, rec.status, rec.error)
@@ -208,7 +209,7 @@ def test_generation_metrics_apply_to_generate_records_only() -> None:
     for i, (ttft, step) in enumerate([(10.0, 1.0), (12.0, 1.2)]):
         r = Record("llama_tiny", "torch", "fp32", 2, "cpu", 1, mode="generate", ttft_ms=ttft, ttft_p95_ms=ttft,
                    e2e_ms=ttft + 3 * step, decode_bytes=10**6)
-        r.fill_latency([step] * 6, first_ms=50.0, warmup_iters=1, measure_s=0.1, other_cpu_pct=None)
+        fill_latency(r, [step] * 6, first_ms=50.0, warmup_iters=1, measure_s=0.1, other_cpu_pct=None)
         r.rep_ttft_ms, r.rep_ttft_p95_ms, r.rep_e2e_ms, r.rep_rounds = [ttft], [ttft], [ttft + 3 * step], [i]
         reps.append(r)
     c = combine(reps)

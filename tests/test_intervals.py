@@ -20,6 +20,7 @@ from archbench.bench.analyze.intervals import (
     t_sf,
     welch_log,
 )
+from archbench.bench.analyze.stats import fill_latency
 from archbench.bench.record import Record
 
 # ------------------------------------------------------------------------------------------------ the math
@@ -100,7 +101,7 @@ def test_repetitions_needed_shrinks_the_interval_to_the_target() -> None:
 def _rep(p50: float, rnd: int, n: int = 20, seed: int = 0, **kw) -> Record:
     rng = np.random.default_rng(seed + rnd)
     rec = Record("mlp_s", "torch", "fp32", 2, "cpu", 1, **kw)
-    rec.fill_latency(list(p50 * np.exp(rng.normal(0, 0.02, n))), first_ms=5.0, warmup_iters=3, measure_s=0.1,
+    fill_latency(rec, list(p50 * np.exp(rng.normal(0, 0.02, n))), first_ms=5.0, warmup_iters=3, measure_s=0.1,
                      other_cpu_pct=1.0)
     rec.rep_rounds = [rnd]
     return rec

@@ -84,11 +84,11 @@ def test_peaks_from_old_peaks_json_are_fp32() -> None:
     assert pk.dtype == "fp32" and pk.ridge == pytest.approx(10.0)
 
 
-def test_roofline_reexports_the_shared_peaks() -> None:
+def test_one_peaks_type_for_roofline_and_kernels() -> None:
+    from archbench.bench.analyze import roofline
     from archbench.bench.machine import peaks
-    from archbench.bench.report import roofline
 
-    assert roofline.Peaks is peaks.Peaks and roofline.measure_peaks is peaks.measure_peaks
+    assert roofline.Peaks is peaks.Peaks
 
 
 def test_sweep_rows_on_cpu(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

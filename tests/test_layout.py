@@ -103,7 +103,7 @@ def test_demote_cwd_moves_the_current_folder_last(tmp_path: Path, monkeypatch: p
 
 @pytest.mark.slow
 def test_user_repository_with_kernels_folder_measures_hf_models(tmp_path: Path) -> None:
-    """The measuring worker too (started with the current folder off sys.path, measure.worker.BOOT)."""
+    """The measuring worker too (started with the current folder off sys.path, measure.dispatch.BOOT)."""
     pytest.importorskip("transformers")
     if not CONSOLE.exists():
         pytest.skip(f"no archbench console script beside {sys.executable}")

@@ -23,10 +23,10 @@ import archbench.bench.analyze.stats  # noqa: F401
 # (numpy, torch) imported for the first time inside a run would then fail to load again. Import what the inner runs
 # use up front, so they stay.
 import archbench.bench.measure.engine  # noqa: F401
+import archbench.bench.measure.prepare  # noqa: F401
 import archbench.bench.measure.profile  # noqa: F401
 import archbench.bench.measure.quantize  # noqa: F401
 import archbench.bench.measure.runtimes  # noqa: F401
-import archbench.bench.measure.worker  # noqa: F401
 import archbench.models  # noqa: F401
 from archbench.bench.errors import UsageError
 from archbench.bench.measure.harness import StopRule
@@ -67,7 +67,7 @@ def test_assert_budget_failure_names_value_bound_and_verdict():
     assert p95.split()[:4] == ["FAIL", "p95_ms", "<=", "1.5"] and "measured 1.9" in p95
     assert "95% bounds [" in p95 and "from n=200" in p95 and "even the lower bound misses <= 1.5" in p95
     assert size.split() == ["FAIL", "size_mib", "<=", "5", "measured", "10"]
-    assert params.split() == ["PASS", "params", "<=", "1e+06", "measured", "123456"]
+    assert params.split() == ["PASS", "params", "<=", "1e+06", "measured", "123,456"]
 
 
 def test_assert_budget_inconclusive_warns_or_fails_when_strict():
@@ -129,7 +129,7 @@ def test_budget_items_pass_and_fail_with_value_bound_and_verdict(pytester):
         "*archbench budget tight[[]mlp_s-torch-fp32-b1[]]*",
         "budget tight (p50_ms <= 0.0001, params <= 1000) on mlp_s torch fp32 b1: FAIL",
         "  FAIL * p50_ms <= 0.0001  measured *; 95% interval [[]*, *[]] ms over * repetitions: it misses <= 0.0001",
-        "  FAIL * params <= 1000    measured 85002",
+        "  FAIL * params <= 1000    measured 85,002",
         "FAILED pyproject.toml::tight[[]mlp_s-torch-fp32-b1[]]*",
     ])
     assert "Traceback" not in out

@@ -89,12 +89,12 @@ def _source():
 
 
 def prepared(runtime: str, precision: str, workdir: Path, model: str = "mlp_s", **options):
-    """(runtime, model handle) as a measuring worker prepares them (archbench.bench.measure.worker.prepare), in this
+    """(runtime, model handle) as a measuring worker prepares them (archbench.bench.measure.prepare.prepare), in this
     process; for a torch-free runtime the artifacts worker's steps (export, references, variant) run here first."""
     from archbench.bench.measure.artifacts import build
+    from archbench.bench.measure.prepare import prepare
     from archbench.bench.measure.runtimes import get_runtime
     from archbench.bench.measure.variants import build_variants
-    from archbench.bench.measure.worker import prepare
 
     torch.set_num_threads(1)
     cells = tuple(Cell(model, runtime=runtime, precision=precision, batch=b, threads=1,
@@ -104,7 +104,8 @@ def prepared(runtime: str, precision: str, workdir: Path, model: str = "mlp_s", 
     if not cls.needs_torch:
         build(Job(cells=cells, workdir=str(workdir), kind="artifacts", artifact=cls.artifact), lambda *a, **k: None)
         build_variants(job, workdir)
-    rt, handle, _ = prepare(job)
+    p = prepare(job)
+    rt, handle = p.runtime, p.model
     return rt, handle
 
 

@@ -22,11 +22,11 @@ from archbench.bench.analyze.merge import (
     machines,
     resolve_paths,
 )
+from archbench.bench.analyze.roofline import Peaks, classify_layers, load_peaks, place
 from archbench.bench.cli.main import main
 from archbench.bench.errors import UsageError
 from archbench.bench.record import CSV_FIELDS, SCHEMA_VERSION, Record, read_jsonl
 from archbench.bench.report.markdown import markdown, report_json, write_reports
-from archbench.bench.report.roofline import Peaks, classify_layers, load_peaks, place
 from archbench.bench.report.tables import TABLE_COLS, family_tables, table_rows
 
 FIX = Path(__file__).parent / "fixtures"
@@ -172,7 +172,7 @@ def test_end_of_run_table_formats_numbers(run: list[Record]) -> None:
 
 def test_write_reports_csv_columns_and_json(tmp_path: Path, run: list[Record], peaks: list[Peaks],
                                             verdicts: dict[tuple, CellVerdict]) -> None:
-    paths = write_reports(tmp_path, run, "cmd", peaks=peaks, placements=place(run, peaks, zoo_outputs=False),
+    paths = write_reports(tmp_path, run, "cmd", peaks=peaks, placements=place(run, peaks),
                           csv_name="report.csv", json_name="report.json", verdicts=verdicts)
     assert [p.name for p in paths] == ["report.csv", "report.md", "report.json"]
     with open(tmp_path / "report.csv", newline="") as fh:
@@ -226,7 +226,7 @@ def test_roofline_placement_against_synthetic_peaks(run: list[Record], peaks: li
     pk = peaks[0]
     assert pk.ridge == pytest.approx(10.0)
     assert pk.roof(1.0) == pytest.approx(20e9) and pk.roof(100.0) == pytest.approx(200e9)
-    pts = {(p.model, p.runtime, p.precision): p for p in place(run, peaks, zoo_outputs=False)}
+    pts = {(p.model, p.runtime, p.precision): p for p in place(run, peaks)}
     mlp = pts[("syn_mlp", "onnxruntime", "fp32")]
     # bytes = weights 0.38 MiB + input 64 x 4 B (+ outputs unknown for a non-zoo model)
     assert mlp.bytes == int(0.38 * 2**20) + 64 * 4 and mlp.output_bytes is None
@@ -243,12 +243,11 @@ def wide_p50(run: list[Record]) -> float:
 
 
 def test_zoo_output_bytes_from_a_meta_forward() -> None:
-    from archbench.bench.report.roofline import output_bytes
+    from archbench.bench.measure.profile import output_bytes
 
     r = make_record(model="mlp_s", knobs="{}", batch=4, precision="fp32")
     assert output_bytes(r) == 4 * 10 * 4  # (4, 10) logits, fp32
     assert output_bytes(replace(r, precision="fp16")) == 4 * 10 * 2
-    assert output_bytes(r, zoo=False) is None  # records carry no output sizes: only the zoo's meta forward knows
     assert output_bytes(make_record(model="not_in_the_zoo")) is None
 
 
@@ -269,7 +268,7 @@ def test_classify_layers_against_the_ridge() -> None:
 def test_module_bytes_hooks_are_removed() -> None:
     import torch
 
-    from archbench.bench.report.roofline import module_bytes
+    from archbench.bench.measure.profile import module_bytes
 
     net = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 4))
     got = module_bytes(net, (torch.randn(2, 8),))
@@ -281,7 +280,7 @@ def test_module_bytes_hooks_are_removed() -> None:
 def test_measure_peaks_small_and_restores_threads() -> None:
     import torch
 
-    from archbench.bench.report.roofline import measure_peaks
+    from archbench.bench.machine.peaks import measure_peaks
 
     before = torch.get_num_threads()
     pk = measure_peaks("cpu", threads=1, matmul_n=128, copy_mib=8, reps=2)

@@ -14,8 +14,8 @@ from archbench.bench.cell import Options
 from archbench.bench.cli.main import main
 from archbench.bench.measure.engine import RunSpec, run
 from archbench.bench.measure.harness import StopRule
+from archbench.bench.measure.train_step import TrainStep, loss_kind
 from archbench.bench.modes.maxbatch import find_max_batch, run_search
-from archbench.bench.modes.train import TrainStep, loss_kind
 from archbench.bench.record import read_records
 from archbench.models import create_model
 

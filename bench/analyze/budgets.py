@@ -50,6 +50,7 @@ import numpy as np
 from archbench.bench.analyze.merge import machine_cell_key
 from archbench.bench.analyze.metrics import Metric, metric
 from archbench.bench.errors import UsageError
+from archbench.bench.numfmt import num
 from archbench.bench.record import Record
 
 PASS, FAIL, INCONCLUSIVE, ERROR, SKIPPED = "PASS", "FAIL", "INCONCLUSIVE", "ERROR", "SKIPPED"
@@ -246,12 +247,8 @@ class RecordVerdict:
 
 
 def record_label(r: Record) -> str:
-    """``m {width:0.5} onnxruntime int8-static b1`` (and the mode when it is not inference)."""
-    knobs = r.knobs or ""
-    k = "" if knobs in ("", "{}") else " " + knobs.replace('"', "").replace(" ", "")
-    mode = r.mode or "infer"
-    return f"{r.model}{k} {r.runtime} {r.precision} b{r.batch}" + ("" if mode == "infer" else f" {mode}") + (
-        f" {r.scenario}" if r.scenario else "")
+    """The record's cell label (Record.label)."""
+    return r.label()
 
 
 def _combine(verdicts: Iterable[str]) -> str:
@@ -260,10 +257,6 @@ def _combine(verdicts: Iterable[str]) -> str:
         if v in vs:
             return v
     return PASS
-
-
-def _fmt(x: float | None) -> str:
-    return "-" if x is None else f"{x:.4g}"
 
 
 def judge_percentile(term: Term, samples: Sequence[float], confidence: float) -> TermVerdict:
@@ -282,7 +275,7 @@ def judge_percentile(term: Term, samples: Sequence[float], confidence: float) ->
         passed = b.lower is not None and term.holds(b.lower)
         failed = b.upper is not None and not term.holds(b.upper)
     conf = f"{confidence:.0%}"
-    bounds = f"{conf} bounds [{_fmt(b.lower)}, {_fmt(b.upper)}] ms from n={b.n}"
+    bounds = f"{conf} bounds [{num(b.lower)}, {num(b.upper)}] ms from n={b.n}"
     common = dict(value=b.estimate, lower=b.lower, upper=b.upper, n=b.n)
     if passed:
         which = "upper" if below_is_good else "lower"
@@ -317,7 +310,7 @@ def judge_over_repetitions(term: Term, per_rep: Sequence[float], confidence: flo
     iv = log_interval(per_rep, confidence)
     below_is_good = term.op in ("<=", "<")
     conf = f"{confidence:.0%}"
-    bounds = f"{conf} interval [{_fmt(iv.lo)}, {_fmt(iv.hi)}] ms over {iv.n} repetitions"
+    bounds = f"{conf} interval [{num(iv.lo)}, {num(iv.hi)}] ms over {iv.n} repetitions"
     common = dict(value=iv.estimate, lower=iv.lo, upper=iv.hi, n=iv.n)
     if iv.lo is None or iv.hi is None:
         return TermVerdict(term, INCONCLUSIVE, reason="one repetition: no interval (--repetitions 3 or more)",

@@ -100,7 +100,7 @@ class Config:
     max_batch: int = 1
     queue_delay_ms: float = 0.0
 
-    def label(self) -> str:
+    def title(self) -> str:
         return f"executors={self.executors} max_batch={self.max_batch} queue_delay_ms={self.queue_delay_ms:g}"
 
 

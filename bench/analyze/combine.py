@@ -7,7 +7,7 @@ keeps repetition 0's memory, fidelity and cold-start fields (later repetitions o
 replaces p50/p95/p99/mean (and throughput) by their estimate over repetitions with a 95% interval
 (analyze.intervals). The per-loop "CV > 10%" flag gives way to what matters across processes: the interval's width.
 A generation record's TTFT and end-to-end time get the same treatment (``_combine_generation``); a serving record its
-p90, achieved QPS and validity (modes.serve.combine_serving).
+p90, achieved QPS and validity (analyze.serving.combine_serving).
 """
 
 from __future__ import annotations
@@ -61,17 +61,17 @@ def combine(reps: Sequence[Record], target: float | None = None) -> Record:
         out.throughput_lo_sps = out.batch * 1000.0 / out.latency_mean_hi_ms
         out.throughput_hi_sps = out.batch * 1000.0 / out.latency_mean_lo_ms
     if out.flops:
-        # achieved GFLOP/s from the combined p50 (training: a step is ~3 forwards, as modes.train counts it)
-        per_call = out.flops * (3 if out.mode == "train" else 1)
+        # achieved GFLOP/s from the combined p50 (training: a step is ~3 forwards, as measure.train_step counts it)
+        per_call = out.flops * (3 if out.loss_fn else 1)  # loss_fn: a training step
         out.achieved_gflops = per_call / (out.latency_p50_ms * 1e-3) / 1e9
     if out.train_samples and out.throughput_sps:
-        out.time_to_train_s = out.train_samples / out.throughput_sps  # as modes.train.time_to_train_s
+        out.time_to_train_s = out.train_samples / out.throughput_sps  # as measure.train_step.time_to_train_s
     if out.rep_ttft_ms:
         _combine_generation(out, ok)
     pooled = _pooled(out.samples_ms)
     out.latency_p90_ms, out.latency_std_ms, out.latency_min_ms, out.latency_max_ms, out.latency_cv = pooled
     if out.scenario:  # serving: p90 and achieved QPS over repetitions, validity (modes.serve)
-        from archbench.bench.modes.serve import combine_serving
+        from archbench.bench.analyze.serving import combine_serving
 
         combine_serving(out, ok)
     goal = target if target is not None else DEFAULT_TARGET
@@ -84,7 +84,7 @@ def combine(reps: Sequence[Record], target: float | None = None) -> Record:
             more = repetitions_needed(out.p50_rel_ci, out.repetitions, goal)
             notes.append(f"imprecise: p50 +/-{out.p50_rel_ci:.0%} over {out.repetitions} repetitions (target "
                          f"+/-{goal:.0%}; about {more} would reach it)")
-    from archbench.bench.measure.harness import busy_warning
+    from archbench.bench.analyze.stats import busy_warning
 
     if busy_warning(out.other_cpu_pct):
         notes.append(busy_warning(out.other_cpu_pct))

@@ -57,10 +57,9 @@ from archbench.bench.analyze.significance import (
     bootstrap_ratio_cis,
     mann_whitney_u,
 )
-from archbench.bench.analyze.stats import CV_WARN
+from archbench.bench.analyze.stats import BUSY_PCT, CV_WARN
 from archbench.bench.env import FINGERPRINT_FIELDS, fingerprint
 from archbench.bench.errors import UsageError
-from archbench.bench.measure.harness import BUSY_PCT
 from archbench.bench.record import Record
 
 __all__ = ["STATS", "MannWhitney", "RatioCI", "bootstrap_ratio_cis", "mann_whitney_u"]  # re-exported statistics

@@ -21,9 +21,8 @@ from typing import Any
 
 from archbench.bench.analyze.intervals import speedup
 from archbench.bench.analyze.siblings import Siblings, setup_key
-from archbench.bench.analyze.stats import CV_WARN
+from archbench.bench.analyze.stats import BUSY_PCT, CV_WARN
 from archbench.bench.env import fingerprint
-from archbench.bench.measure.harness import BUSY_PCT
 from archbench.bench.record import Record
 
 # Thresholds (the report states them beside each finding).
@@ -232,7 +231,7 @@ def failed_cells(records: Sequence[Record]) -> list[Record]:
 
 
 def far_below_roof(placements: Sequence[Any], share: float = ROOF_SHARE) -> list[Any]:
-    """Roofline placements (archbench.bench.report.roofline.Placement) below ``share`` of their roof, lowest first."""
+    """Roofline placements (archbench.bench.analyze.roofline.Placement) below ``share`` of their roof, lowest first."""
     return sorted((p for p in placements if p.of_roof is not None and p.of_roof < share), key=lambda p: p.of_roof)
 
 

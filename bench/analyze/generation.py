@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from archbench.bench.cell import knobs_text
 from archbench.bench.record import Record
 
 MODE_GENERATE = "generate"  # archbench.bench.modes.generate.MODE_GENERATE (that module is the worker's)
@@ -131,7 +132,7 @@ def context_series(records: Sequence[Record]) -> list[ContextSeries]:
                                  float(r.latency_p50_ms), r.latency_p50_lo_ms, r.latency_p50_hi_ms, r.ttft_ms,
                                  r.kv_cache_mib, r.kv_rss_growth_mib)
                     for r in sorted(by_len.values(), key=lambda r: r.prompt_len))
-        k = "" if knobs in ("", "{}") else " " + knobs.replace('"', "").replace(" ", "")
+        k = knobs_text(knobs)
         out.append(ContextSeries(f"{model}{k} {runtime} {precision} b{batch}", f"{model}{k} {precision} b{batch}",
                                  pts))
     return out

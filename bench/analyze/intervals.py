@@ -196,7 +196,7 @@ def t_cdf(t: float, df: float) -> float:
 
 @functools.lru_cache(maxsize=256)  # pure; the coverage tests call it thousands of times with one df
 def t_ppf(p: float, df: float) -> float:
-    """The p-quantile of Student's t with ``df`` > 0 degrees of freedom (t_{df, p}), e.g. t_quantile(0.975, 7) = 2.365.
+    """The p-quantile of Student's t with ``df`` > 0 degrees of freedom (t_{df, p}), e.g. t_ppf(0.975, 7) = 2.365.
 
     Bisection on ``t_cdf`` to 1e-12: no scipy needed, and a few hundred microseconds are nothing next to a probe."""
     if not 0.0 < p < 1.0:

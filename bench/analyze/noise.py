@@ -10,15 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 # ----------------------------------------------------------------------------------------------------- noise math
-from archbench.bench.analyze.intervals import t_cdf, t_ppf  # noqa: E402  (the one home of the t maths)
-
-
-def t_quantile(p: float, df: float) -> float:
-    """The p-quantile of Student's t (analyze.intervals.t_ppf), e.g. t_quantile(0.975, 7) = 2.365."""
-    return t_ppf(p, df)
-
-
-__all__ = ["t_cdf", "t_quantile"]
+from archbench.bench.analyze.intervals import t_cdf, t_ppf  # noqa: E402, F401  (the one home of the t maths)
 
 
 @dataclass(frozen=True)
@@ -81,7 +73,7 @@ def noise_figure(medians_ms: Sequence[float], within_cvs: Sequence[float] = (), 
         raise ValueError(f"noise_figure: medians must be finite and > 0, got {list(medians_ms)}")
     logs = [math.log(m) for m in medians_ms]
     log_sd = statistics.stdev(logs)
-    t = t_quantile((1.0 + confidence) / 2.0, k - 1)
+    t = t_ppf((1.0 + confidence) / 2.0, k - 1)
     half = t * log_sd * math.sqrt(1.0 + 1.0 / k)  # prediction interval for one more draw, on the log scale
     return NoiseFigure(
         noise_pct=100.0 * math.expm1(half),

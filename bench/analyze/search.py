@@ -26,7 +26,7 @@ Trials: about log2(answer / start) + log2(1 / tol) (or + log2(answer) for whole 
 from __future__ import annotations
 
 import math
-from collections.abc import Generator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
 
 
@@ -145,3 +145,14 @@ def step(b: Bracket, trials: Sequence[tuple[float, bool]] = ()) -> SearchState:
         return SearchState(tried, want, max(passes, default=0.0), min(fails, default=None))
     best, fail, hit = done
     return SearchState(tried, None, best, fail, hit)
+
+
+def drive(b: Bracket, passes: Callable[[float], bool]) -> SearchState:
+    """Run the search to its end here, one ``passes(value)`` call per trial (a search whose trials are cheap or
+    already ordered; the engine instead runs one ``step`` per round, interleaved with other cells)."""
+    trials: list[tuple[float, bool]] = []
+    while True:
+        s = step(b, trials)
+        if s.done:
+            return s
+        trials.append((s.next, bool(passes(s.next))))

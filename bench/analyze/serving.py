@@ -16,7 +16,10 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
+
 from archbench.bench.analyze import capacity
+from archbench.bench.cell import knobs_text
 from archbench.bench.env import fingerprint
 from archbench.bench.record import Record
 
@@ -46,9 +49,9 @@ def _cell(r: Record) -> tuple:
     return (fingerprint(r), r.model, r.knobs or "", r.runtime, r.precision, r.device)
 
 
-def cell_label(r: Record) -> str:
-    knobs = "" if (r.knobs or "{}") == "{}" else " " + r.knobs.replace('"', "").replace(" ", "")
-    return f"{r.model}{knobs} {r.runtime} {r.precision}"
+def group_label(r: Record) -> str:
+    """A serving group's label: model, knobs, runtime and precision (its cells differ in scenario)."""
+    return f"{r.model}{knobs_text(r.knobs)} {r.runtime} {r.precision}"
 
 
 @dataclass(frozen=True)
@@ -119,7 +122,7 @@ def load_curves(records: Sequence[Record], requests: int = 20_000) -> list[LoadC
                               r.latency_p99_ms, r.latency_p99_lo_ms, r.latency_p99_hi_ms, r.valid, r.invalid_reason,
                               r.repetitions, pred[q].p99_ms if q in pred else None)
                     for q, r in sorted(by_q.items()))
-        out.append(LoadCurve(f"{cell_label(head)} | {config}", cell_label(head), config, pts, grid, cap, note))
+        out.append(LoadCurve(f"{group_label(head)} | {config}", group_label(head), config, pts, grid, cap, note))
     return out
 
 
@@ -149,7 +152,7 @@ def max_qps_answers(records: Sequence[Record]) -> list[MaxQpsAnswer]:
             continue
         k = (_cell(r), config_label(r), r.sla)
         note = next((w for w in r.warning.split("; ") if w.startswith("max-QPS search trials")), "")
-        out.append(MaxQpsAnswer(cell_label(r), config_label(r), r.sla, float(r.max_qps), r.max_qps_fail,
+        out.append(MaxQpsAnswer(group_label(r), config_label(r), r.sla, float(r.max_qps), r.max_qps_fail,
                                 r.latency_p99_ms if r.max_qps else None, r.latency_p99_lo_ms if r.max_qps else None,
                                 r.latency_p99_hi_ms if r.max_qps else None, max(trials[k], note.count(",") + 1),
                                 note))
@@ -197,7 +200,7 @@ def winner_changes(records: Sequence[Record]) -> list[WinnerChange]:
         first = min(common, key=lambda rt: ss[rt])
         best = max(common, key=lambda rt: vals[rt])
         if best != first:
-            model = k[1] + ("" if k[2] in ("", "{}") else " " + k[2].replace('"', "").replace(" ", ""))
+            model = k[1] + knobs_text(k[2])
             out.append(WinnerChange(model, k[3], first, {rt: ss[rt] for rt in common}, what[k], best,
                                     "max QPS" if k[5] == "max" else "QPS" if k[5] == "concurrency" else "samples/s",
                                     {rt: vals[rt] for rt in common}))
@@ -224,6 +227,40 @@ def service_groups(records: Sequence[Record]) -> list[ServiceGroup]:
             k = (*_cell(r), r.threads)
             groups[k][r.batch] = list(r.samples_ms)
             heads.setdefault(k, r)
-    return [ServiceGroup(f"{cell_label(heads[k])} {k[-1]} thread{'s' if k[-1] != 1 else ''}", int(k[-1]),
+    return [ServiceGroup(f"{group_label(heads[k])} {k[-1]} thread{'s' if k[-1] != 1 else ''}", int(k[-1]),
                          capacity.service_times(by), sum(len(v) for v in by.values()))
             for k, by in groups.items()]
+
+
+def combine_serving(out: Record, ok: Sequence[Record]) -> None:
+    """analyze.combine.combine's serving part: p90 and achieved QPS over repetitions (geometric mean, 95% t
+    interval on logs, as every latency), validity of every repetition, and the load generator's figures."""
+    from archbench.bench.analyze.intervals import log_interval
+
+    out.rep_p90_ms = [v for r in ok for v in r.rep_p90_ms]
+    if out.rep_p90_ms:
+        iv = log_interval(out.rep_p90_ms)
+        out.latency_p90_ms, out.latency_p90_lo_ms, out.latency_p90_hi_ms = iv.estimate, iv.lo, iv.hi
+    out.rep_qps = [v for r in ok for v in r.rep_qps]
+    if out.rep_qps:
+        iv = log_interval(out.rep_qps)
+        out.throughput_sps, out.throughput_lo_sps, out.throughput_hi_sps = iv.estimate, iv.lo, iv.hi
+    out.achieved_gflops = None
+    bad = [(i, r) for i, r in enumerate(ok) if r.valid is False]
+    out.valid = None if any(r.valid is None for r in ok) else not bad
+    out.invalid_reason = "; ".join(f"repetition {i + 1} of {len(ok)}: {r.invalid_reason}" for i, r in bad)
+    out.queries = sum(r.queries or 0 for r in ok)
+    out.n_samples = out.queries  # samples_ms may be thinned (MAX_SAMPLES); every completed request was timed
+    batches = [(r.queries or 0) / r.mean_batch for r in ok if r.mean_batch]
+    out.mean_batch = out.queries / sum(batches) if batches and sum(batches) else out.mean_batch
+    if out.mean_batch and out.queries:
+        busy = sum((r.service_mean_ms or 0.0) * (r.queries or 0) / (r.mean_batch or 1) for r in ok)
+        out.service_mean_ms = busy / (out.queries / out.mean_batch)
+    util = [r.utilization for r in ok if r.utilization is not None]
+    out.utilization = float(np.mean(util)) if util else None
+    out.backlog = max((r.backlog for r in ok if r.backlog is not None), default=None)
+    for name, agg in (("loadgen_late_p50_ms", np.median), ("loadgen_late_p99_ms", np.max),
+                      ("loadgen_cpu_us", np.mean)):
+        vals = [getattr(r, name) for r in ok if getattr(r, name) is not None]
+        setattr(out, name, float(agg(vals)) if vals else None)
+    out.stable = None if out.p50_rel_ci is None else out.stable

@@ -83,13 +83,14 @@ def from_args(args: argparse.Namespace, mode: str) -> dict[str, Any]:
     return {"new_tokens": n}
 
 
-def variants(args: argparse.Namespace, models: list[str], knobs: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+def variants(args: argparse.Namespace, models: list[str], knobs: dict[str, Any],
+             mode: str = "generate") -> dict[str, list[dict[str, Any]]]:
     """Per model, the knob sets of a --prompt-len sweep (measure.engine.RunSpec.variants): ``seq_len`` = each
-    length, for the models whose builder takes it; the others keep ``knobs``."""
+    length, for the models whose builder takes it; the others keep ``knobs``. Empty for other modes."""
     from archbench.bench.measure.sources import check_ref, is_hub_ref, is_import_ref, is_onnx_ref
 
     lens = prompt_lens(getattr(args, "prompt_len", None))
-    if not lens:
+    if not lens or mode != "generate":
         return {}
     if PROMPT_KNOB in knobs:
         raise UsageError(f"--prompt-len sets the {PROMPT_KNOB} knob; give one or the other")
@@ -105,33 +106,15 @@ def variants(args: argparse.Namespace, models: list[str], knobs: dict[str, Any])
     return out
 
 
-def report_extras(spec: Any, records: list[Any]) -> dict[str, Any]:
-    """For a run with ok generate records: ``peaks`` (this machine's copy bandwidth, measured once at the run's
-    threads and cached in the run's peaks.json, where ``archbench report`` finds it) and ``plots`` (TPOT and KV
-    cache against context, when several prompt lengths were measured). Empty otherwise."""
-    from archbench.bench.analyze.generation import is_generation
+def check_resume(spec: Any) -> None:
+    """--resume of a generate run with another --new-tokens would mix repetitions of different generations."""
+    from archbench.bench.record import read_records
 
-    gen = [r for r in records if is_generation(r) and r.ok]
-    if not gen:
-        return {}
-    import sys
-
-    from archbench.bench.report.generate import plot_context
-    from archbench.bench.report.roofline import PEAKS_FILE, load_peaks, measure_peaks, peaks_for, save_peaks
-
-    peaks = load_peaks(spec.out / PEAKS_FILE)
-    if peaks_for(gen[0], peaks) is None or peaks_for(gen[0], peaks).threads != gen[0].threads:
-        print(f"archbench run: measuring this machine's copy bandwidth ({gen[0].device}, {gen[0].threads} threads) "
-              "for the decode GB/s ...", file=sys.stderr)
-        peaks.append(measure_peaks(gen[0].device, int(gen[0].threads)))
-        save_peaks(spec.out / PEAKS_FILE, peaks)
-    return {"peaks": peaks, "plots": plot_context(records, spec.out / "plots")}
-
-
-def print_table(records: list[Any], extras: dict[str, Any]) -> None:
-    """The generation table (report.generate) after the run's summary, when there are generate records."""
-    from archbench.bench.report.generate import generation_table
-
-    text = generation_table(records, extras.get("peaks", ()))
-    if text:
-        print(text)
+    if not (spec.resume and spec.mode == "generate"):
+        return
+    path = spec.out / "repetitions.jsonl"
+    seen = {r.new_tokens for r in read_records(path) if r.mode == "generate"} if path.exists() else set()
+    other = sorted(n for n in seen if n is not None and n != spec.options.new_tokens)
+    if other:
+        raise UsageError(f"{spec.out} measured --new-tokens {other[0]}; --resume it with the same value, or choose "
+                         "another --out")

@@ -75,15 +75,16 @@ def _verdicts(runs: Sequence[RunFile], records: list[Record], budget: str | None
 
 
 def _gather_peaks(runs: Sequence[RunFile], args: argparse.Namespace) -> list[Any]:
-    from archbench.bench.report.roofline import (
+    from archbench.bench.analyze.roofline import (
         PEAKS_FILE,
         is_this_machine,
         load_peaks,
-        measure_peaks,
         save_peaks,
     )
 
     folders = list(dict.fromkeys(run.path.parent for run in runs))
+    from archbench.bench.machine.peaks import measure_peaks
+
     files = [f / PEAKS_FILE for f in folders] + [Path(p) for p in args.peaks]
     if args.out:
         files.append(Path(args.out) / PEAKS_FILE)
@@ -127,7 +128,8 @@ def _unique(peaks: list[Any]) -> list[Any]:
 
 def _layers(records: list[Record], peaks: list[Any]) -> tuple[dict[str, list[Any]], dict[str, float]]:
     """Layer bounds of every zoo model among the records, against the ridge of the first machine that measured it."""
-    from archbench.bench.report.roofline import peaks_for, zoo_layer_bounds
+    from archbench.bench.analyze.roofline import peaks_for
+    from archbench.bench.measure.profile import zoo_layer_bounds
 
     layers: dict[str, list[Any]] = {}
     ridges: dict[str, float] = {}
@@ -153,16 +155,19 @@ def _layers(records: list[Record], peaks: list[Any]) -> tuple[dict[str, list[Any
 
 
 def run(args: argparse.Namespace) -> int:
+    from archbench.bench import modes
     from archbench.bench.analyze.merge import load_runs, merge_runs
+    from archbench.bench.analyze.roofline import place
     from archbench.bench.report.markdown import markdown, report_json, write_reports
-    from archbench.bench.report.roofline import place
 
     runs = load_runs(args.inputs)
     records = merge_runs(runs)
     sources = [str(run.path) for run in runs if run.records]
     verdicts, budget = _verdicts(runs, records, args.budget)
     peaks = _gather_peaks(runs, args)
-    placements = place(records, peaks)
+    from archbench.bench.measure.profile import output_bytes
+
+    placements = place(records, peaks, outputs=output_bytes)
     layers, ridges = ({}, {}) if args.no_layers or not peaks else _layers(records, peaks)
     argv = [*args.inputs, *(["--out", args.out] if args.out else [])]
     if "report" in sys.argv[1:3]:  # the command as typed, when run from the console script
@@ -182,17 +187,19 @@ def run(args: argparse.Namespace) -> int:
             w.writerows(r.to_dict() for r in records)
         else:
             print(markdown(records, command, peaks=peaks, placements=placements, layers=layers,
-                           layer_ridges=ridges, sources=sources, budget=budget, verdicts=verdicts))
+                           layer_ridges=ridges, sources=sources, budget=budget, verdicts=verdicts,
+                           sections=modes.report_sections(records, peaks)))
         return 0
     out = Path(args.out)
     plots: list[Path] = []
     if not args.no_plots:
         from archbench.bench.report.plots import plot_all
 
-        plots = plot_all(records, out / "plots", placements, peaks)
+        plots = plot_all(records, out / "plots", placements, peaks) + modes.plots(records, out / "plots")
     paths = write_reports(out, records, command, peaks=peaks, placements=placements, layers=layers,
                           layer_ridges=ridges, plots=plots, csv_name="report.csv", json_name="report.json",
-                          sources=sources, budget=budget, verdicts=verdicts)
+                          sources=sources, budget=budget, verdicts=verdicts,
+                          sections=modes.report_sections(records, peaks))
     print(f"archbench report: {len(records)} records from {len(sources)} file(s) -> "
           + ", ".join(str(p) for p in [*paths, *plots]), file=sys.stderr)
     return 0

@@ -9,9 +9,9 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
+from archbench.bench.analyze.stats import BUSY_PCT
 from archbench.bench.cli.options import DEFAULT_ZOO, cluster_from_args, csv_list, knobs_from_args
 from archbench.bench.errors import UsageError
-from archbench.bench.measure.harness import BUSY_PCT
 from archbench.bench.measure.runtimes import RUNTIMES
 
 # ----------------------------------------------------------------------------------------------------- run
@@ -30,9 +30,9 @@ def spec_from_args(args: argparse.Namespace):
     knobs = knobs_from_args(args)
     for m in models:  # fail fast, before any worker starts, on names that cannot resolve (zoo, .onnx, hub)
         check_ref(m, knobs)
-    train_mode = getattr(args, "mode", None) == "train"  # training runs torch only unless --runtime says more
-    runtimes = csv_list(args.runtime if args.runtime is not None else ("torch" if train_mode else "torch,onnxruntime"),
-                        what="runtime")
+    from archbench.bench.cli import trainopts
+
+    runtimes = csv_list(args.runtime if args.runtime is not None else trainopts.default_runtimes(args), what="runtime")
     for rt in runtimes:
         if rt not in RUNTIMES:
             raise UsageError(f"unknown runtime {rt!r}; known: {', '.join(RUNTIMES)}")
@@ -78,26 +78,15 @@ def spec_from_args(args: argparse.Namespace):
     if baseline and len(set(models)) < 2:
         raise UsageError(f"--baseline {baseline}: needs at least one other model to compare with it")
     from archbench.bench.cli import genopts
+    from archbench.bench.modes import get_mode
 
-    return RunSpec(baseline=baseline,
-        mode=mode, options=options, variants=genopts.variants(args, models, knobs) if mode == "generate" else {},
+    return RunSpec(baseline=baseline, artifacts=get_mode(mode).artifacts,
+        mode=mode, options=options, variants=genopts.variants(args, models, knobs, mode),
         models=models, out=out, runtimes=runtimes, precisions=precisions, batches=batches, device=args.device,
         threads=args.threads or 0, knobs=knobs_from_args(args), rule=rule, timeout_s=args.timeout,
         resume=args.resume, repetitions=args.repetitions, rel_ci=args.rel_ci,
         max_repetitions=args.max_repetitions, seed=args.seed, **cluster_from_args(args),
     )
-
-
-def _same_new_tokens(spec: Any) -> None:
-    """--resume of a generate run with another --new-tokens would mix repetitions of different generations."""
-    from archbench.bench.record import read_records
-
-    path = spec.out / "repetitions.jsonl"
-    seen = {r.new_tokens for r in read_records(path) if r.mode == "generate"} if path.exists() else set()
-    other = sorted(n for n in seen if n is not None and n != spec.options.new_tokens)
-    if other:
-        raise UsageError(f"{spec.out} measured --new-tokens {other[0]}; --resume it with the same value, or choose "
-                         "another --out")
 
 
 def _torch_free_and_installed(get_runtime: Any, name: str) -> bool:
@@ -114,7 +103,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from archbench.bench.record import latest_per_cell, read_records
 
     spec = spec_from_args(args)
-    from archbench.bench.cli import budget_args, serveopts
+    from archbench.bench.cli import budget_args, genopts, serveopts
 
     spec = serveopts.apply(args, spec)  # --scenario offline/server/concurrency: serving cells (modes.serve)
 
@@ -123,8 +112,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     spec.options = replace(spec.options, **budget_args.options_from_args(args))
     if (spec.out / "records.jsonl").exists() and not spec.resume:
         raise UsageError(f"{spec.out / 'records.jsonl'} exists; pass --resume to continue it or choose another --out")
-    if spec.resume and spec.mode == "generate":  # new_tokens is one value per run, not part of a cell's key
-        _same_new_tokens(spec)
+    genopts.check_resume(spec)  # --mode generate: new_tokens is one value per run, not part of a cell's key
     if spec.device == "cuda" and spec.cluster is None:  # on a cluster the nodes have the GPUs, not this driver
         import torch
 
@@ -196,21 +184,23 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def _report(args: argparse.Namespace, spec: Any, records: list[Any], budget: Any, interrupted: int) -> int:
     """Reports, summary, verdicts and the exit code of a run whose records are on disk."""
-    from tabulate import tabulate
-
-    from archbench.bench.cli import budget_args, genopts, serveopts
+    from archbench.bench import modes
+    from archbench.bench.analyze.roofline import PEAKS_FILE, load_peaks, save_peaks
+    from archbench.bench.cli import budget_args, serveopts
     from archbench.bench.report.markdown import write_reports
-    from archbench.bench.report.tables import TABLE_COLS, table_rows
 
     jsonl = spec.out / "records.jsonl"
-    gen = genopts.report_extras(spec, records)  # --mode generate: the copy bandwidth and the context plots
-    gen["plots"] = [*gen.get("plots", []), *serveopts.plots(spec, records)]  # --scenario server: latency vs load
-    paths = write_reports(spec.out, records, command="archbench " + " ".join(sys.argv[1:]), **gen)
-    plain = [r for r in records if r.mode != "generate" and not r.scenario]  # generate and serving: own tables
-    if plain:
-        print(tabulate(table_rows(plain), headers=TABLE_COLS, tablefmt="simple", disable_numparse=True))
-    genopts.print_table(records, gen)
-    serveopts.print_summary(records)
+    peaks = load_peaks(spec.out / PEAKS_FILE)
+    new = modes.peaks(records, peaks)  # what a mode's report reads beside its records (generate: copy bandwidth)
+    if new:
+        peaks += new
+        save_peaks(spec.out / PEAKS_FILE, peaks)
+    plots = modes.plots(records, spec.out / "plots")
+    paths = write_reports(spec.out, records, command="archbench " + " ".join(sys.argv[1:]), peaks=peaks,
+                          plots=plots, sections=modes.report_sections(records, peaks))
+    for line in modes.summaries(records, peaks):
+        print(line)
+    serveopts.warn(records)
     from archbench.bench.report.findings import baseline_lines, winner_lines
 
     for line in winner_lines(records) + baseline_lines(records):

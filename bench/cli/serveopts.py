@@ -169,25 +169,10 @@ def _check_combinations(args: argparse.Namespace, chosen: list[str], serving: li
                          "--max-batch): add single-stream to --scenario to measure both")
 
 
-def plots(spec: Any, records: list[Any]) -> list[Any]:
-    """latency_vs_load.png in the run's plots folder when it has server records (report.serving)."""
-    from archbench.bench.report.serving import plot_load_curves
-
-    return plot_load_curves(records, spec.out / "plots") if any(r.scenario for r in records) else []
-
-
-def print_summary(records: list[Any]) -> None:
-    """The serving table, the max-QPS answers and a warning line for INVALID cells, after the run's summary."""
+def warn(records: list[Any]) -> None:
+    """Warning lines after the run's summary: INVALID serving cells, executors that oversubscribe the CPUs."""
     import sys
 
-    from archbench.bench.report.serving import answer_lines, serving_table
-
-    text = serving_table(records)
-    if not text:
-        return
-    print(text)
-    for line in answer_lines(records):
-        print(line)
     bad = [r for r in records if r.valid is False and not (r.sla and r.max_qps is None)]
     if bad:
         print(f"archbench: warning: {len(bad)} serving cell(s) INVALID (see the table): their latencies describe a "

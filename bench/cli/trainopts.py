@@ -15,7 +15,7 @@ from typing import Any
 
 from archbench.bench.errors import UsageError
 
-OPTIMIZERS = ("adamw", "sgd")  # archbench.bench.modes.train.DEFAULT_LR holds their learning rates
+OPTIMIZERS = ("adamw", "sgd")  # archbench.bench.measure.train_step.DEFAULT_LR holds their learning rates
 
 
 def train_runtimes() -> list[str]:
@@ -58,6 +58,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "and torch; CUDA: allocator). --find-max-batch on CPU defaults to 80%% of available memory")
     g.add_argument("--max-batch-limit", type=_count, default=None, metavar="N",
                    help="train: --find-max-batch stops doubling here (default 65536)")
+
+
+def default_runtimes(args: argparse.Namespace) -> str:
+    """--runtime's default: training runs torch only unless --runtime says more; inference torch and ONNX Runtime."""
+    return "torch" if getattr(args, "mode", None) == "train" else "torch,onnxruntime"
 
 
 def from_args(args: argparse.Namespace, models: list[str], runtimes: list[str]) -> tuple[str, dict[str, Any]]:

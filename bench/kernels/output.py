@@ -51,7 +51,8 @@ def describe_peaks(peaks: Peaks) -> str:
             f"(t: best of the timed calls)")
 
 
-def _fmt(value: float | None, spec: str, suffix: str = "") -> str:
+def _cell(value: float | None, spec: str, suffix: str = "") -> str:
+    """A table cell with a fixed format (kernel tables align columns of like values), "" when missing."""
     return "" if value is None else f"{value:{spec}}{suffix}"
 
 
@@ -61,13 +62,13 @@ def _interval(lo: float | None, hi: float | None, spec: str) -> str:
 
 def _cells(r: Row) -> list[str]:
     metric = "" if r.metric is None else f"{r.metric:.4g} {r.metric_unit}"
-    median = "" if r.median_ms is None else _fmt(r.median_ms, ".4f") + _interval(r.median_lo_ms, r.median_hi_ms, ".4f")
+    median = "" if r.median_ms is None else _cell(r.median_ms, ".4f") + _interval(r.median_lo_ms, r.median_hi_ms, ".4f")
     if r.speedup is not None:
         speedup = f"{r.speedup:.2f}x" + _interval(r.speedup_lo, r.speedup_hi, ".2f")
     else:
         speedup = "(ours)" if r.impl == "triton" and r.status == "ok" else ""
-    return [r.kernel, r.case, r.dtype, r.direction, r.impl, r.status, median, metric, _fmt(r.pct_of_peak, ".0f", "%"),
-            speedup, _fmt(r.max_abs_err, ".1e"), r.error or r.note]
+    return [r.kernel, r.case, r.dtype, r.direction, r.impl, r.status, median, metric, _cell(r.pct_of_peak, ".0f", "%"),
+            speedup, _cell(r.max_abs_err, ".1e"), r.error or r.note]
 
 
 HEADERS = ["kernel", "case", "dtype", "dir", "impl", "status", "median ms [95% CI]", "metric", "% peak",
@@ -112,7 +113,7 @@ def format_checks(rows: Sequence[CheckRow]) -> str:
     """The interpreter correctness-check table (no GPU)."""
     from tabulate import tabulate
 
-    return tabulate([[r.kernel, r.case, r.dtype, r.output, r.status, _fmt(r.max_abs_err, ".2e"), f"{r.atol:g}",
+    return tabulate([[r.kernel, r.case, r.dtype, r.output, r.status, _cell(r.max_abs_err, ".2e"), f"{r.atol:g}",
                       f"{r.wall_ms:.0f}", r.error] for r in rows],
                     headers=["kernel", "case", "dtype", "output", "status", "max abs err", "atol",
                              "interp. wall ms (meaningless)", "error"], disable_numparse=True)

@@ -125,7 +125,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 @dataclasses.dataclass(frozen=True)
-class RunSpec:
+class KernelSpec:
     """What ``archbench kernels`` measures, from its arguments."""
 
     kernels: tuple[str, ...]
@@ -135,8 +135,8 @@ class RunSpec:
     budget_s: float | None
 
 
-def run_spec(args: argparse.Namespace) -> RunSpec:
-    """Parse and validate the arguments into a RunSpec; KernelBenchError on bad input."""
+def run_spec(args: argparse.Namespace) -> KernelSpec:
+    """Parse and validate the arguments into a KernelSpec; KernelBenchError on bad input."""
     from archbench.bench.kernels.cases import REVIEW_SHAPES, ShapeError, parse_shapes
 
     if args.warmup < 0 or args.repeats < 1 or args.rounds < 1:
@@ -157,7 +157,7 @@ def run_spec(args: argparse.Namespace) -> RunSpec:
         raise KernelBenchError(f"--shapes names {', '.join(unused)}, not in --kernels {' '.join(kernels)}")
     directions = ("fwd", "fwd+bwd") if args.direction == "both" else (args.direction,)
     budget = args.budget_s if args.budget_s is not None else (REVIEW_BUDGET_S if args.review else None)
-    return RunSpec(tuple(kernels), shapes, args.quick, directions, budget)
+    return KernelSpec(tuple(kernels), shapes, args.quick, directions, budget)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -191,7 +191,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     return run(parser.parse_args(argv))
 
 
-def format_plan(spec: RunSpec) -> str:
+def format_plan(spec: KernelSpec) -> str:
     """The benches a run would measure, in order, with the budget."""
     from archbench.bench.kernels.cases import format_shape, plan
 
@@ -222,7 +222,7 @@ def cudnn_benchmark(enabled: bool = True) -> Iterator[None]:
         torch.backends.cudnn.benchmark = saved
 
 
-def _run_timing(args: argparse.Namespace, spec: RunSpec, device: str) -> int:
+def _run_timing(args: argparse.Namespace, spec: KernelSpec, device: str) -> int:
     from archbench.bench.kernels.cases import plan
     from archbench.bench.kernels.output import describe_peaks, format_rows, kernel_environment
     from archbench.bench.kernels.sweep import Row, run_sweep
@@ -270,7 +270,7 @@ def _run_timing(args: argparse.Namespace, spec: RunSpec, device: str) -> int:
     return 1 if failed else 0
 
 
-def _run_cpu_checks(args: argparse.Namespace, spec: RunSpec) -> int:
+def _run_cpu_checks(args: argparse.Namespace, spec: KernelSpec) -> int:
     from archbench.bench.kernels.checks import CheckRow
     from archbench.bench.kernels.output import format_checks, kernel_environment
     from archbench.kernels._common import HAS_TRITON

@@ -149,7 +149,7 @@ class _Live:
     block_medians: list[float] = field(default_factory=list)
 
 
-def _prepare(bench: Bench, name: str, row: Row, timer: Timer, warmup: int, tolerance: float,
+def _ready_inputs(bench: Bench, name: str, row: Row, timer: Timer, warmup: int, tolerance: float,
              budget: TimeBudget | None, benches_after: int, expected: Callable[[], Any]) -> _Live | None:
     """First call, correctness check and calibration of one impl; None (and the row says why) if it cannot run."""
     impl = bench.impls[name]
@@ -211,7 +211,7 @@ def measure_bench(bench: Bench, dtype: str, timer: Timer, warmup: int, repeats: 
     limited = budget is not None and budget.limited
     share_end = time.monotonic() + budget.available(benches_after) / (benches_after + 1) if limited else math.inf
     live = [lv for name in bench.impls
-            if (lv := _prepare(bench, name, rows[name], timer, warmup, tolerance, budget, benches_after,
+            if (lv := _ready_inputs(bench, name, rows[name], timer, warmup, tolerance, budget, benches_after,
                                expected)) is not None]
     # Block sizes: repeats / rounds calls each, fewer when what is left of the share (after the first calls and
     # the calibration above) is smaller.

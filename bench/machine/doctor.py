@@ -6,7 +6,7 @@ and trtexec's variance warnings give).
 (256, 256) float32 matrices into a preallocated output (2 * 256^3 = 33.5 MFLOP a call, ~0.25 ms on the dev VM:
 short enough for ~1000 timed calls in 0.25 s, long enough that perf_counter's resolution does not matter). It runs
 in K separate short-lived processes (default 8), one after another, each started like a measuring worker
-(``[sys.executable, "-c", ...]`` with the current directory removed from sys.path, as measure.worker.BOOT does) with
+(``[sys.executable, "-c", ...]`` with the current directory removed from sys.path, as measure.dispatch.BOOT does) with
 OMP/OpenBLAS/MKL threads set to ``threads`` (default 1, so the probe is the same workload on every machine). Each
 process warms up, then times every call for ~``measure_s`` seconds and hands back its call times.
 
@@ -64,7 +64,7 @@ from archbench.bench.analyze.noise import (  # noqa: F401  (re-exported: doctor'
     noise_figure,
     robust_cv,
     t_cdf,
-    t_quantile,
+    t_ppf,
 )
 from archbench.bench.machine.sysfacts import (  # noqa: F401  (re-exported: doctor's API)
     GPU_QUERY,
@@ -97,7 +97,7 @@ from archbench.bench.machine.sysfacts import (  # noqa: F401  (re-exported: doct
 PROBE_N = 256
 PROBE_NAME = f"matmul {PROBE_N}x{PROBE_N} float32"
 
-# The child's whole program. sys.path loses the current directory first, as in measure.worker.BOOT, so a numpy.py
+# The child's whole program. sys.path loses the current directory first, as in measure.dispatch.BOOT, so a numpy.py
 # in the directory doctor runs from cannot shadow numpy. Seeded standard-normal inputs (never zeros: no fast paths);
 # the output is preallocated so each call does the same work and allocates nothing. The loop stops on time *and*
 # at least 20 calls, so a very slow machine still yields a usable median; at 200000 calls, so a tiny one ends.
@@ -228,7 +228,7 @@ def advise(facts: SystemFacts, noise: NoiseFigure | None, busy_pct: float | None
     threshold for other processes' CPU use while doctor was idle (default: measure.harness.BUSY_PCT, the same one
     that flags a record as measured on a busy machine)."""
     if busy_pct is None:
-        from archbench.bench.measure.harness import BUSY_PCT
+        from archbench.bench.analyze.stats import BUSY_PCT
 
         busy_pct = BUSY_PCT
     out: list[Advice] = []

@@ -2,7 +2,7 @@
 
 One measurement serves both users:
 
-- the roofline (``archbench report``, archbench.bench.report.roofline): fp32 on the CPU at the records' thread
+- the roofline (``archbench report``, archbench.bench.analyze.roofline): fp32 on the CPU at the records' thread
   count, cached in a run folder's peaks.json;
 - ``archbench kernels`` (archbench.bench.kernels.run): bf16/fp16 on the GPU, timed with CUDA events, so a
   kernel's GB/s or TFLOP/s can be quoted as a % of what this device achieves.
@@ -25,9 +25,10 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+
+from archbench.bench.analyze.roofline import Peaks  # noqa: E402  (the data lives with the roofline maths)
 
 Timer = Callable[[Callable[[], Any], int, int], list[float]]
 
@@ -35,30 +36,6 @@ Timer = Callable[[Callable[[], Any], int, int], list[float]]
 TORCH_DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 
 
-@dataclass(frozen=True)
-class Peaks:
-    """Measured peaks of one device at one thread count and matmul dtype (fields as cached in peaks.json)."""
-
-    device: str  # cpu | cuda
-    threads: int  # torch intra-op threads during the measurement
-    flops_per_s: float  # best 2 n^3 / t of an (n, n) @ (n, n) matmul in ``dtype``
-    bytes_per_s: float  # best 2 B / t of a B-byte copy (read + write)
-    matmul_n: int
-    copy_mib: float  # B / 2^20
-    hostname: str = ""
-    cpu_model: str = ""
-    gpu_name: str = ""
-    measured_at: str = ""
-    dtype: str = "fp32"  # of the matmul (fp32 | fp16 | bf16); peaks.json files from before this field are fp32
-
-    @property
-    def ridge(self) -> float:
-        """Arithmetic intensity (FLOP/byte) where the bandwidth roof meets the compute roof."""
-        return self.flops_per_s / self.bytes_per_s
-
-    def roof(self, intensity: float) -> float:
-        """Attainable FLOP/s at ``intensity`` FLOP/byte: min(peak FLOP/s, I x peak bytes/s) (Williams et al. 2009)."""
-        return min(self.flops_per_s, intensity * self.bytes_per_s)
 
 
 # ----------------------------------------------------------------------------------------------------- timers

@@ -18,6 +18,7 @@ import re
 import selectors
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -33,6 +34,18 @@ OnRecord = Callable[[Record], None]
 
 def slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_")[:80] or "model"
+
+
+# How the engine starts a worker (archbench.bench.modes.worker): the interpreter's path without the current directory
+# ('' with -c), so a user's numpy.py, onnxruntime.py or models/ in the directory archbench runs from cannot shadow
+# what the worker imports. The user's own factory modules are still found there: measure.hooks.import_callable
+# appends the cwd *last*.
+BOOT = ("import sys; sys.path[:] = [p for p in sys.path if p not in ('', '.')]; "
+        "from archbench.bench.modes.worker import main; main()")
+
+
+def worker_command() -> list[str]:
+    return [sys.executable, "-c", BOOT]
 
 
 def failed_record(cell: Cell, error: str, run_id: str) -> Record:
@@ -69,8 +82,6 @@ def kill(proc: subprocess.Popen) -> None:
 
 def _spawn(log_path: Path, header: str, stdout: int | None = subprocess.PIPE,
            env: dict[str, str] | None = None) -> subprocess.Popen:
-    from archbench.bench.measure.worker import worker_command
-
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log:
         log.write(header.encode())

@@ -68,6 +68,7 @@ class RunSpec:
     # Serving cells (modes.serve), (mode, scenario descriptor) each, measured at batch 1 after ``batches``
     scenarios: list[tuple[str, str]] = field(default_factory=list)
     baseline: str = ""  # one of ``models``: every other model's cells are compared with its (analyze.findings)
+    artifacts: bool = True  # the mode's models go through the artifacts worker first (modes: ``artifacts``)
 
     def resolved_threads(self) -> int:
         return self.threads or os.cpu_count() or 1
@@ -260,7 +261,7 @@ def _interleave(groups: list[tuple[Cell, ...]], rng: Any) -> list[tuple[Cell, ..
 
 def artifact_jobs(spec: RunSpec, groups: list[tuple[Cell, ...]], run_id: str) -> list[Job]:
     """One artifacts job per model (and knob set) whose runtimes need files, run before any measuring worker."""
-    if spec.mode not in ("infer", "generate"):  # training builds its model in the measuring worker
+    if not spec.artifacts:  # the mode builds its model in the measuring worker (train)
         return []
     by_source: dict[tuple[str, str], list[Cell]] = {}
     for g in groups:

@@ -14,8 +14,11 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
+import numpy as np
+
+from archbench.bench.analyze.stats import BUSY_PCT, busy_warning  # noqa: F401  (re-exported)
 from archbench.bench.cell import QUICK, StopRule  # noqa: F401  (re-exported: the rule lives with the cell)
 
 DEFAULT_RULE = StopRule()
@@ -96,16 +99,6 @@ def measure(
     return Timing(samples, first_ms, warm, time.perf_counter() - loop_start)
 
 
-# Other processes (or the hypervisor, as steal time) took more than this share of all CPUs while a cell was timed:
-# its numbers describe a shared machine. On the 2-vCPU dev VM an idle machine reads 0-3%; one concurrent pytest ~50%.
-BUSY_PCT = 10.0
-
-
-def busy_warning(other_pct: float | None) -> str:
-    """A record's warning when other processes shared the CPUs while it was timed (``BUSY_PCT``), else ""."""
-    if other_pct is None or other_pct <= BUSY_PCT:
-        return ""
-    return f"busy machine: other processes took {other_pct:.0f}% of the CPUs while timing; re-measure on an idle one"
 
 
 @dataclass(frozen=True)
@@ -207,3 +200,92 @@ def available_mib() -> float | None:
     except OSError:
         pass
     return None
+
+
+# ----------------------------------------------------------------------------------------------------- generation
+# The timing loop of --mode generate (archbench.bench.modes.generate says what is timed and why): a runtime's
+# decoder (measure.runtimes: ``generates``) driven one prefill and then one decode step at a time.
+
+MIN_GENERATIONS = 3  # timed generations per repetition at least: TTFT has one sample per generation
+
+
+class Decoder(Protocol):
+    """What a runtime's ``decoder()`` returns (measure.runtimes: ``generates``)."""
+
+    kv_itemsize: int  # bytes per element of the KV cache
+
+    def convert(self, prompt: np.ndarray) -> Any: ...
+
+    def prefill(self, prompt: Any) -> Any: ...
+
+    def decode(self, token: Any) -> Any: ...
+
+    def tokens(self, token: Any) -> np.ndarray: ...
+
+    def sync(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class Generation:
+    """One generation's times (ms) and tokens (B, new_tokens)."""
+
+    ttft_ms: float
+    step_ms: list[float]
+    tokens: np.ndarray
+
+    @property
+    def e2e_ms(self) -> float:
+        return self.ttft_ms + sum(self.step_ms)
+
+
+def generate_once(dec: Decoder, prompt: Any, new_tokens: int) -> Generation:
+    """Prefill + argmax, then ``new_tokens - 1`` decode steps, each timed on its own."""
+    t0 = time.perf_counter()
+    tok = dec.prefill(prompt)
+    dec.sync()
+    ttft = (time.perf_counter() - t0) * 1e3
+    out, steps = [tok], []
+    for _ in range(new_tokens - 1):
+        t0 = time.perf_counter()
+        tok = dec.decode(tok)
+        dec.sync()
+        steps.append((time.perf_counter() - t0) * 1e3)
+        out.append(tok)
+    return Generation(ttft, steps, np.concatenate([dec.tokens(t) for t in out], axis=1))
+
+
+@dataclass(frozen=True)
+class GenTiming:
+    first_ms: float  # the cold generation, end to end
+    warmup: int  # generations before timing (the cold one included)
+    timed: list[Generation]
+    measure_s: float
+
+    @property
+    def ttft_ms(self) -> list[float]:
+        return [g.ttft_ms for g in self.timed]
+
+    @property
+    def step_ms(self) -> list[float]:
+        return [s for g in self.timed for s in g.step_ms]
+
+
+def time_generations(dec: Decoder, prompt: Any, new_tokens: int, rule: Any) -> GenTiming:
+    """Warm-up generations, then timed ones under ``rule`` (StopRule; archbench.bench.modes.generate says why)."""
+    start = time.perf_counter()
+    first = generate_once(dec, prompt, new_tokens).e2e_ms
+    warm = 1
+    while time.perf_counter() - start < rule.warmup_s and time.perf_counter() - start < rule.max_time_s:
+        generate_once(dec, prompt, new_tokens)
+        warm += 1
+    timed: list[Generation] = []
+    t0 = time.perf_counter()
+    while True:
+        timed.append(generate_once(dec, prompt, new_tokens))
+        elapsed = time.perf_counter() - t0
+        steps = len(timed) * (new_tokens - 1)
+        if elapsed >= rule.max_time_s or (len(timed) >= MIN_GENERATIONS and steps >= rule.min_iters
+                                          and elapsed >= rule.min_time_s):
+            return GenTiming(first, warm, timed, elapsed)
+
+

@@ -16,11 +16,14 @@ cross-checked against ``torch.utils.flop_counter.FlopCounterMode``.
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
+import json
 import math
 import os
 import warnings
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -329,3 +332,101 @@ def profile_module(
         cross_check=check,
         notes=notes,
     )
+
+
+# ----------------------------------------------------------------------------------------------------- roofline inputs
+# What analyze.roofline needs from a model that records do not carry: output sizes and per-module bytes.
+
+# Bytes per element of a float output at each precision (an int8 model dequantizes its outputs to fp32).
+_OUT_ITEMSIZE = {"fp16": 2, "bf16": 2, "fp32": 4}
+
+
+@functools.lru_cache(maxsize=256)
+def _zoo_output_bytes_per_sample(model: str, knobs: str) -> int | None:
+    """Output bytes of one fp32 forward at batch 1 of a zoo model, from a meta-device forward (no memory, no
+    compute: only shapes). None for names outside the zoo or a forward meta tensors cannot run."""
+    try:
+        import torch
+
+        from archbench.models import create_model, get_entry
+
+        get_entry(model)
+        kw = json.loads(knobs) if knobs else {}
+        with torch.device("meta"):
+            m = create_model(model, **kw).eval()
+            spec = m.input_spec.with_batch(1)
+            x = torch.empty(spec.shape, dtype=spec.dtype)
+            with torch.inference_mode():
+                y = m(x)
+    except Exception:  # not a zoo model, or an op without a meta kernel: the estimate goes without outputs
+        return None
+    outs = [y] if isinstance(y, torch.Tensor) else [t for t in _flat(y) if isinstance(t, torch.Tensor)]
+    return sum(t.numel() * 4 for t in outs)
+
+
+def _flat(x: Any) -> list[Any]:
+    if isinstance(x, (list, tuple)):
+        return [t for item in x for t in _flat(item)]
+    if isinstance(x, dict):
+        return [t for item in x.values() for t in _flat(item)]
+    return [x]
+
+
+def output_bytes(record: Any) -> int | None:
+    """Bytes of the outputs of one forward (records do not carry them): for zoo models, a meta-device forward's
+    output shapes x batch, at 2 bytes per element for fp16/bf16 and 4 otherwise; None otherwise."""
+    per = _zoo_output_bytes_per_sample(record.model, record.knobs or "")
+    if per is None:
+        return None
+    return per // 4 * _OUT_ITEMSIZE.get(record.precision, 4) * int(record.batch or 1)
+
+
+def module_bytes(model: Any, inputs: tuple[Any, ...]) -> dict[str, tuple[int, int]]:
+    """Per named module: (own parameter + buffer bytes, input + output tensor bytes of its (last) call).
+
+    Forward hooks on every module for one forward; the handles are removed in ``finally``."""
+    import torch
+
+    acts: dict[str, int] = {}
+    handles = []
+
+    def nbytes(x: Any) -> int:
+        return sum(t.numel() * t.element_size() for t in _flat(x) if isinstance(t, torch.Tensor))
+
+    def hook(name: str) -> Callable[..., None]:
+        def fn(mod: Any, args: Any, out: Any) -> None:
+            acts[name] = nbytes(args) + nbytes(out)
+
+        return fn
+
+    try:
+        for name, mod in model.named_modules():
+            handles.append(mod.register_forward_hook(hook(name)))
+        with torch.inference_mode():
+            model(*inputs)
+    finally:
+        for h in handles:
+            h.remove()
+    out = {}
+    for name, mod in model.named_modules():
+        own = [*mod.parameters(recurse=False), *mod.buffers(recurse=False)]
+        out[name] = (sum(t.numel() * t.element_size() for t in own), acts.get(name, 0))
+    return out
+
+
+def zoo_layer_bounds(model: str, knobs: str, ridge: float) -> list[Any] | None:
+    """analyze.roofline.classify_layers for a zoo model at batch 1, fp32; None when ``model`` is not in the zoo."""
+    import torch
+
+    from archbench.models import create_model, get_entry
+
+    try:
+        get_entry(model)
+    except ValueError:
+        return None
+    m = create_model(model, **(json.loads(knobs) if knobs else {})).eval()
+    x = m.input_spec.make(batch=1, generator=torch.Generator().manual_seed(0))
+    prof = profile_module(m, (x,), name=model, time_ops=False)
+    from archbench.bench.analyze.roofline import classify_layers
+
+    return classify_layers(prof, module_bytes(m, (x,)), ridge)

@@ -36,104 +36,33 @@ models can generate, the decode-step export, MAC counts, reference tokens) is me
 from __future__ import annotations
 
 import sys
-import time
 import traceback
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, ClassVar
 
 import numpy as np
 
+from archbench.bench.analyze.stats import fill_latency
 from archbench.bench.cell import Cell, Job
 from archbench.bench.measure.files import read_json
+from archbench.bench.measure.harness import (  # noqa: F401
+    MIN_GENERATIONS,
+    Decoder,
+    Generation,
+    GenTiming,
+    generate_once,
+    time_generations,
+)
 from archbench.bench.measure.inputs import prompt_tokens
+from archbench.bench.measure.prepare import finish
 from archbench.bench.measure.protocol import new_record, one_line, prepare_failed
+from archbench.bench.modes import ModeBase
 from archbench.bench.record import Record
 
 MODE_GENERATE = "generate"
-MIN_GENERATIONS = 3  # timed generations per repetition at least: TTFT has one sample per generation
 UNSUPPORTED_PRECISIONS = {"int8-static": "int8-static needs calibration caches a decode step would see; "
                                          "--mode generate runs fp32, fp16, bf16 and int8-dynamic"}
-
-
-class Decoder(Protocol):
-    """What a runtime's ``decoder()`` returns (measure.runtimes: ``generates``)."""
-
-    kv_itemsize: int  # bytes per element of the KV cache
-
-    def convert(self, prompt: np.ndarray) -> Any: ...
-
-    def prefill(self, prompt: Any) -> Any: ...
-
-    def decode(self, token: Any) -> Any: ...
-
-    def tokens(self, token: Any) -> np.ndarray: ...
-
-    def sync(self) -> None: ...
-
-
-@dataclass(frozen=True)
-class Generation:
-    """One generation's times (ms) and tokens (B, new_tokens)."""
-
-    ttft_ms: float
-    step_ms: list[float]
-    tokens: np.ndarray
-
-    @property
-    def e2e_ms(self) -> float:
-        return self.ttft_ms + sum(self.step_ms)
-
-
-def generate_once(dec: Decoder, prompt: Any, new_tokens: int) -> Generation:
-    """Prefill + argmax, then ``new_tokens - 1`` decode steps, each timed on its own."""
-    t0 = time.perf_counter()
-    tok = dec.prefill(prompt)
-    dec.sync()
-    ttft = (time.perf_counter() - t0) * 1e3
-    out, steps = [tok], []
-    for _ in range(new_tokens - 1):
-        t0 = time.perf_counter()
-        tok = dec.decode(tok)
-        dec.sync()
-        steps.append((time.perf_counter() - t0) * 1e3)
-        out.append(tok)
-    return Generation(ttft, steps, np.concatenate([dec.tokens(t) for t in out], axis=1))
-
-
-@dataclass(frozen=True)
-class GenTiming:
-    first_ms: float  # the cold generation, end to end
-    warmup: int  # generations before timing (the cold one included)
-    timed: list[Generation]
-    measure_s: float
-
-    @property
-    def ttft_ms(self) -> list[float]:
-        return [g.ttft_ms for g in self.timed]
-
-    @property
-    def step_ms(self) -> list[float]:
-        return [s for g in self.timed for s in g.step_ms]
-
-
-def time_generations(dec: Decoder, prompt: Any, new_tokens: int, rule: Any) -> GenTiming:
-    """Warm-up generations, then timed ones under ``rule`` (measure.harness.StopRule; see the module docstring)."""
-    start = time.perf_counter()
-    first = generate_once(dec, prompt, new_tokens).e2e_ms
-    warm = 1
-    while time.perf_counter() - start < rule.warmup_s and time.perf_counter() - start < rule.max_time_s:
-        generate_once(dec, prompt, new_tokens)
-        warm += 1
-    timed: list[Generation] = []
-    t0 = time.perf_counter()
-    while True:
-        timed.append(generate_once(dec, prompt, new_tokens))
-        elapsed = time.perf_counter() - t0
-        steps = len(timed) * (new_tokens - 1)
-        if elapsed >= rule.max_time_s or (len(timed) >= MIN_GENERATIONS and steps >= rule.min_iters
-                                          and elapsed >= rule.min_time_s):
-            return GenTiming(first, warm, timed, elapsed)
 
 
 def kv_bytes(info: dict[str, Any], context: int, batch: int, itemsize: int) -> int:
@@ -141,29 +70,74 @@ def kv_bytes(info: dict[str, Any], context: int, batch: int, itemsize: int) -> i
     return 2 * info["layers"] * info["kv_heads"] * info["head_dim"] * context * batch * itemsize
 
 
-def run_generate_job(job: Job, emit: Any) -> None:
-    """The worker's generation path: load and prepare once, then every batch size of the job."""
-    from archbench.bench.measure.runtimes import UnsupportedCell
+class Generate(ModeBase):
+    name: ClassVar[str] = MODE_GENERATE
+    cell_modes: ClassVar[tuple[str, ...]] = (MODE_GENERATE,)
 
-    try:
-        rt, model, dec, info, rss_imports = _prepare(job)
-    except Exception as e:
-        prepare_failed(e, (UnsupportedCell,), job.cells, job.run_id, emit)
-        return
-    for cell in job.cells:
-        emit("start", batch=cell.batch)
-        emit.record(measure_generation(cell, rt, model, dec, info, job, rss_imports))
+    def run_job(self, job: Job, emit: Any) -> None:
+        """Load and prepare once, then every batch size of the job."""
+        from archbench.bench.measure.runtimes import UnsupportedCell
+
+        try:
+            rt, model, dec, info, rss_imports = prepare_decoder(job)
+        except Exception as e:
+            prepare_failed(e, (UnsupportedCell,), job.cells, job.run_id, emit)
+            return
+        for cell in job.cells:
+            emit("start", batch=cell.batch)
+            emit.record(measure_generation(cell, rt, model, dec, info, job, rss_imports))
+
+    def build_artifacts(self, job: Job, emit: Any) -> None:
+        """The decode-step graph instead of the forward (measure.decode), then the precision variants."""
+        from archbench.bench.measure.decode import build_artifacts
+        from archbench.bench.measure.variants import build_variants
+
+        if build_artifacts(job, emit):
+            build_variants(job, Path(job.workdir))
+
+    def summary(self, records: Sequence[Record], peaks: Sequence[Any] = ()) -> list[str]:
+        from archbench.bench.report.generate import generation_table
+
+        text = generation_table(records, peaks)
+        return text.splitlines() if text else []
+
+    def report_md(self, records: Sequence[Record], peaks: Sequence[Any] = ()) -> list[str]:
+        from archbench.bench.report.generate import generation_md
+
+        return generation_md(records, peaks)
+
+    def plots(self, records: Sequence[Record], out: Path) -> list[Path]:
+        from archbench.bench.report.generate import plot_context
+
+        return plot_context(records, out)
+
+    def peaks(self, records: Sequence[Record], known: Sequence[Any]) -> Any:
+        """This machine's copy bandwidth at the records' threads (the decode GB/s is read against it), measured
+        when ``known`` (the run's peaks.json) lacks it; None when there is nothing to read it against."""
+        from archbench.bench.analyze.generation import is_generation
+        from archbench.bench.analyze.roofline import peaks_for
+
+        gen = [r for r in records if is_generation(r) and r.ok]
+        if not gen:
+            return None
+        have = peaks_for(gen[0], known)
+        if have is not None and have.threads == gen[0].threads:
+            return None
+        from archbench.bench.machine.peaks import measure_peaks
+
+        print(f"archbench run: measuring this machine's copy bandwidth ({gen[0].device}, {gen[0].threads} threads) "
+              "for the decode GB/s ...", file=sys.stderr)
+        return measure_peaks(gen[0].device, int(gen[0].threads))
 
 
-def _prepare(job: Job) -> tuple[Any, Any, Decoder, dict[str, Any], float]:
+def prepare_decoder(job: Job) -> tuple[Any, Any, Decoder, dict[str, Any], float]:
     """(runtime, model, its decoder, generation facts, RSS after the runtime's imports); UnsupportedCell:
     the job's cells are skipped."""
     from archbench.bench.measure.artifacts import generate_info_path, read_meta
-    from archbench.bench.measure.harness import current_rss_mib
+    from archbench.bench.measure.prepare import prepare
     from archbench.bench.measure.runtimes import UnsupportedCell, get_runtime
-    from archbench.bench.measure.variants import quant_config
 
-    head, workdir = job.head, Path(job.workdir)
+    head = job.head
     if head.options.new_tokens < 2:
         raise UnsupportedCell("--mode generate needs --new-tokens >= 2 (TPOT is over the tokens after the first)")
     cls = get_runtime(head.runtime)
@@ -173,24 +147,27 @@ def _prepare(job: Job) -> tuple[Any, Any, Decoder, dict[str, Any], float]:
     if not cls.generates:
         raise UnsupportedCell(f"{cls.name} cannot generate here (no decode-step path); "
                               "--mode generate runs on torch, torch-compile and onnxruntime")
-    rt = cls(head.threads, head.device)
-    rss_imports = current_rss_mib()
-    if cls.needs_torch:
-        from archbench.bench.measure.decode import torch_model
+    info: dict[str, Any] = {}
 
-        model, info = torch_model(head, workdir, job.cells)
-    else:
-        from archbench.bench.measure.model import Exported
+    def load(cell: Cell, workdir: Path, cells: tuple[Cell, ...]) -> Any:
+        if cls.needs_torch:
+            from archbench.bench.measure.decode import torch_model
 
-        meta = read_meta(workdir)
-        if meta.get("skip"):
-            raise UnsupportedCell(meta["skip"])
-        model = Exported(head, workdir)
-        info = read_json(generate_info_path(workdir, head.options.new_tokens))
-    rt.prepare(model, head.precision, workdir, quant_config(head))
-    model.release()
-    dec = rt.decoder(model, int(model.specs[0].shape[1]), head.options.new_tokens)
-    return rt, model, dec, info, rss_imports
+            model, facts = torch_model(cell, workdir, cells)
+        else:
+            from archbench.bench.measure.model import Exported
+
+            meta = read_meta(workdir)
+            if meta.get("skip"):
+                raise UnsupportedCell(meta["skip"])
+            model = Exported(cell, workdir)
+            facts = read_json(generate_info_path(workdir, cell.options.new_tokens))
+        info.update(facts)
+        return model
+
+    p = prepare(job, load=load)
+    dec = p.runtime.decoder(p.model, int(p.model.specs[0].shape[1]), head.options.new_tokens)
+    return p.runtime, p.model, dec, info, p.rss_imports_mib
 
 
 def measure_generation(cell: Cell, rt: Any, model: Any, dec: Decoder, info: dict[str, Any], job: Job,
@@ -216,7 +193,7 @@ def measure_generation(cell: Cell, rt: Any, model: Any, dec: Decoder, info: dict
         prompt = dec.convert(prompt_tokens(model.specs[0], b))
         before = cpu_snapshot()
         t = time_generations(dec, prompt, n, job.rule)
-        rec.fill_latency(t.step_ms, first_ms=t.first_ms, warmup_iters=t.warmup, measure_s=t.measure_s,
+        fill_latency(rec, t.step_ms, first_ms=t.first_ms, warmup_iters=t.warmup, measure_s=t.measure_s,
                          other_cpu_pct=other_cpu_pct(before, cpu_snapshot()), flops_per_call=rec.flops,
                          min_time_hint="--min-time or more --new-tokens")
         rec.repetitions, rec.rep_rounds = 1, [job.repetition]
@@ -233,11 +210,7 @@ def measure_generation(cell: Cell, rt: Any, model: Any, dec: Decoder, info: dict
     except Exception as e:
         print(traceback.format_exc(), file=sys.stderr)
         rec.status, rec.error = "failed", one_line(e)
-    if rt.notes:
-        rec.warning = "; ".join([*rt.notes, rec.warning]).strip("; ")
-    if not type(rt).needs_torch and sys.modules.get("torch") is not None:  # (None: made unimportable)
-        rec.warning = "; ".join([rec.warning, "torch was imported into this torch-free worker"]).strip("; ")
-    return rec
+    return finish(rec, rt)
 
 
 def _memory_and_tokens(rec: Record, dec: Decoder, prompt: Any, cell: Cell, workdir: Path,

@@ -20,9 +20,10 @@ a failure that is not out of memory (an exception, a timeout) stops the search f
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import Any
 
+from archbench.bench.analyze.search import Bracket, SearchState, drive
 from archbench.bench.cell import Cell, Job
 from archbench.bench.measure.dispatch import failed_record, run_job
 from archbench.bench.record import Record, append_jsonl, read_records
@@ -35,49 +36,15 @@ class SearchAborted(Exception):
     """A trial failed for a reason other than memory: the search cannot tell where the limit is."""
 
 
-@dataclass
-class Search:
-    best: int  # largest batch that fit (0: not even the start)
-    first_failure: int | None  # smallest batch seen to fail (None: every trial fit up to the limit)
-    trials: list[tuple[int, bool]] = field(default_factory=list)  # (batch, fits) in the order tried
-    hit_limit: bool = False
-
-
-def find_max_batch(fits: Callable[[int], bool], start: int = 1, limit: int = DEFAULT_LIMIT) -> Search:
-    """Largest b in [start, limit] with fits(b), assuming fits is monotone (true up to some b, false after).
-
-    Doubling from ``start`` brackets the answer in [2^k start, 2^(k+1) start); bisection narrows it to one.
+def find_max_batch(fits: Callable[[int], bool], start: int = 1, limit: int = DEFAULT_LIMIT) -> SearchState:
+    """Largest b in [start, limit] with fits(b), assuming fits is monotone (true up to some b, false after):
+    analyze.search's walk on whole numbers (doubling from ``start``, then bisection to one apart).
     Trials: about 2 log2(answer / start). ``fits`` may raise SearchAborted to stop."""
     if start < 1 or limit < start:
         raise ValueError(f"need 1 <= start <= limit, got start={start}, limit={limit}")
-    s = Search(best=0, first_failure=None)
-
-    def trial(b: int) -> bool:
-        ok = fits(b)
-        s.trials.append((b, ok))
-        return ok
-
-    b = start
-    while True:
-        if not trial(b):
-            s.first_failure = b
-            break
-        s.best = b
-        if b >= limit:
-            s.hit_limit = True
-            return s
-        b = min(2 * b, limit)
-    lo, hi = s.best, s.first_failure  # lo fits (or is 0 when start failed), hi does not
-    if lo == 0:
-        return s
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        if trial(mid):
-            lo = mid
-        else:
-            hi = mid
-    s.best, s.first_failure = lo, hi
-    return s
+    s = drive(Bracket(start=start, limit=limit, integer=True, up_steps=64), lambda b: fits(int(b)))
+    return replace(s, best=int(s.best), first_failure=None if s.first_failure is None else int(s.first_failure),
+                   trials=tuple((int(b), ok) for b, ok in s.trials))
 
 
 def is_oom(rec: Record) -> bool:
@@ -87,7 +54,7 @@ def is_oom(rec: Record) -> bool:
 
 
 def default_cap_mib() -> float | None:
-    from archbench.bench.modes.train import available_mib
+    from archbench.bench.measure.harness import available_mib
 
     avail = available_mib()
     return None if avail is None else round(DEFAULT_CAP_FRACTION * avail)

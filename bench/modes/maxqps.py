@@ -24,9 +24,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import Any
 
+from archbench.bench.analyze.search import Bracket, SearchState, drive
 from archbench.bench.cell import Job
 from archbench.bench.record import Record, append_jsonl, read_records
 from archbench.bench.scenario import SERVER, Scenario
@@ -37,70 +38,14 @@ MAX_HALVINGS = 7  # start / 128 at the lowest: below that one trial takes minute
 MAX_DOUBLINGS = 20  # start x 10^6 at the highest
 
 
-@dataclass
-class QpsSearch:
-    best: float  # highest QPS that passed (0: none)
-    first_failure: float | None  # lowest QPS above it that failed (None: every trial passed)
-    trials: list[tuple[float, bool]] = field(default_factory=list)  # (qps, passed) in the order tried
-
-    @property
-    def rel_width(self) -> float | None:
-        """(first failure - best) / best: the answer's relative bracket."""
-        if not self.best or self.first_failure is None:
-            return None
-        return (self.first_failure - self.best) / self.best
-
-
 def bracket_search(passes: Callable[[float], bool], start: float = DEFAULT_START, rel_tol: float = DEFAULT_REL_TOL,
-                   growth: float = 2.0) -> QpsSearch:
-    """Highest q with passes(q), by exponential bracketing then bisection (module docstring)."""
+                   growth: float = 2.0) -> SearchState:
+    """Highest q with passes(q): analyze.search's walk on real numbers (doubling or halving from ``start``, then
+    bisection to ``rel_tol``; module docstring)."""
     if not (start > 0 and math.isfinite(start)) or not 0 < rel_tol < 1 or growth <= 1:
         raise ValueError(f"need start > 0, 0 < rel_tol < 1, growth > 1; got {start}, {rel_tol}, {growth}")
-    s = QpsSearch(best=0.0, first_failure=None)
-
-    def trial(q: float) -> bool:
-        ok = passes(q)
-        s.trials.append((q, ok))
-        return ok
-
-    q = start
-    if trial(q):
-        s.best = q
-        for _ in range(MAX_DOUBLINGS):
-            q *= growth
-            if not trial(q):
-                s.first_failure = q
-                break
-            s.best = q
-        else:
-            return s  # never failed: no upper bracket
-    else:
-        s.first_failure = q
-        for _ in range(MAX_HALVINGS):
-            q /= growth
-            if trial(q):
-                s.best = q
-                break
-            s.first_failure = q
-        else:
-            return s  # nothing passed
-    lo, hi = s.best, s.first_failure
-    assert hi is not None
-    while (hi - lo) / lo > rel_tol:
-        mid = _round((lo + hi) / 2)
-        if mid in (lo, hi):
-            break
-        if trial(mid):
-            lo = mid
-        else:
-            hi = mid
-    s.best, s.first_failure = lo, hi
-    return s
-
-
-def _round(q: float) -> float:
-    """Three significant figures: trial QPS values that read well and repeat exactly on --resume."""
-    return float(f"{q:.3g}")
+    return drive(Bracket(start=start, growth=growth, up_steps=MAX_DOUBLINGS, down_steps=MAX_HALVINGS,
+                         rel_tol=rel_tol), passes)
 
 
 def sla_verdict(rec: Record, terms: Any) -> tuple[bool, str]:

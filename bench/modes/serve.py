@@ -21,7 +21,7 @@ The record of a repetition (mode = the scenario's kind, ``scenario`` = its descr
   (the load generator's own lateness and CPU per issued request; server only);
 - ``peak_rss_mib`` over the run, every executor's instance included.
 
-Repetitions combine (``combine_serving``, called by analyze.combine.combine) into intervals over processes:
+Repetitions combine (analyze.serving.combine_serving, called by analyze.combine.combine) into intervals over processes:
 p50/p95/p99 as every latency, p90 and achieved QPS likewise; a cell is VALID only if every repetition was.
 No fidelity here: the cell's single-stream record measures it. Torch-free unless the runtime needs torch.
 """
@@ -33,12 +33,14 @@ import sys
 import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
+from archbench.bench.analyze.stats import fill_latency
 from archbench.bench.cell import Cell, Job
 from archbench.bench.measure.protocol import new_record, one_line, prepare_failed
+from archbench.bench.modes import ModeBase
 from archbench.bench.record import Record
 from archbench.bench.scenario import KINDS, Rules, Scenario
 
@@ -47,48 +49,41 @@ SWITCH_INTERVAL_S = 0.0005  # the GIL hand-over interval while serving (Python's
 # generator's wake-ups behind an executor's Python code by up to that much)
 
 
-def is_serving(mode: str) -> bool:
-    return mode in KINDS
+class Serve(ModeBase):
+    name: ClassVar[str] = "serve"
+    cell_modes: ClassVar[tuple[str, ...]] = KINDS
 
+    def run_job(self, job: Job, emit: Any) -> None:
+        """Every cell of the job (one scenario each) on freshly prepared executors."""
+        from archbench.bench.measure.prepare import prepare
+        from archbench.bench.measure.runtimes import UnsupportedCell
 
-def run_serve_job(job: Job, emit: Any) -> None:
-    """The worker's serving path: every cell of the job (one scenario each) on freshly prepared executors."""
-    from archbench.bench.measure.runtimes import UnsupportedCell
+        for cell in job.cells:
+            try:
+                s = Scenario.parse(cell.mode, cell.scenario)
+                p = prepare(job, cell, instances=s.executors, threads=s.executor_threads, references=False)
+            except Exception as e:
+                prepare_failed(e, (UnsupportedCell,), (cell,), job.run_id, emit)
+                continue
+            emit("start", batch=cell.batch)
+            emit.record(measure_serving(cell, p.runtimes, p.model, job, p.rss_imports_mib))
 
-    for cell in job.cells:
-        try:
-            rts, model, rss_imports = _prepare(job, cell)
-        except Exception as e:
-            prepare_failed(e, (UnsupportedCell,), (cell,), job.run_id, emit)
-            continue
-        emit("start", batch=cell.batch)
-        emit.record(measure_serving(cell, rts, model, job, rss_imports))
+    def summary(self, records: Sequence[Record], peaks: Sequence[Any] = ()) -> list[str]:
+        """The serving table and the max-QPS answers (report.serving)."""
+        from archbench.bench.report.serving import answer_lines, serving_table
 
+        text = serving_table(records)
+        return [*text.splitlines(), *answer_lines(records)] if text else []
 
-def _prepare(job: Job, cell: Cell) -> tuple[list[Any], Any, float]:
-    """(one prepared runtime per executor, the model, RSS after the runtime's imports)."""
-    from archbench.bench.measure.harness import current_rss_mib
-    from archbench.bench.measure.runtimes import get_runtime
-    from archbench.bench.measure.variants import quant_config
+    def report_md(self, records: Sequence[Record], peaks: Sequence[Any] = ()) -> list[str]:
+        from archbench.bench.report.serving import serving_md
 
-    s = Scenario.parse(cell.mode, cell.scenario)
-    workdir = Path(job.workdir)
-    cls = get_runtime(cell.runtime)
-    cls.check(cell.precision, cell.device)
-    rts = [cls(s.executor_threads, cell.device) for _ in range(s.executors)]
-    rss_imports = current_rss_mib()
-    if cls.needs_torch:
-        from archbench.bench.measure.model import TorchModel
+        return serving_md(records)
 
-        model: Any = TorchModel(cell, workdir, (cell,), references=False)
-    else:
-        from archbench.bench.measure.model import Exported
+    def plots(self, records: Sequence[Record], out: Path) -> list[Path]:
+        from archbench.bench.report.serving import plot_load_curves
 
-        model = Exported(cell, workdir)
-    for rt in rts:
-        rt.prepare(model, cell.precision, workdir, quant_config(cell))
-    model.release()
-    return rts, model, rss_imports
+        return plot_load_curves(records, out)
 
 
 def _batches(rt: Any, model: Any, max_batch: int, seed: int) -> list[Any]:
@@ -190,7 +185,7 @@ def measure_serving(cell: Cell, rts: list[Any], model: Any, job: Job, rss_import
 def fill_from_load(rec: Record, res: Any, first_ms: float, busy: float | None, warmup: int) -> None:
     """A repetition's record fields from a measure.loadgen.LoadResult (see the module docstring)."""
     lat = res.latency_ms
-    rec.fill_latency(lat.tolist(), first_ms=first_ms, warmup_iters=warmup, measure_s=res.duration_s,
+    fill_latency(rec, lat.tolist(), first_ms=first_ms, warmup_iters=warmup, measure_s=res.duration_s,
                      other_cpu_pct=busy, flops_per_call=None)
     # CV of queueing latencies is the queue at work, not an unstable machine: drop fill_latency's flag for it
     rec.warning = "; ".join(w for w in rec.warning.split("; ") if w and not w.startswith("unstable:"))
@@ -213,37 +208,3 @@ def fill_from_load(rec: Record, res: Any, first_ms: float, busy: float | None, w
         rec.loadgen_late_p99_ms = float(np.percentile(res.late_ms, 99))
     if res.loadgen_cpu_s is not None and res.issued:
         rec.loadgen_cpu_us = res.loadgen_cpu_s / res.issued * 1e6
-
-
-def combine_serving(out: Record, ok: Sequence[Record]) -> None:
-    """analyze.combine.combine's serving part: p90 and achieved QPS over repetitions (geometric mean, 95% t
-    interval on logs, as every latency), validity of every repetition, and the load generator's figures."""
-    from archbench.bench.analyze.intervals import log_interval
-
-    out.rep_p90_ms = [v for r in ok for v in r.rep_p90_ms]
-    if out.rep_p90_ms:
-        iv = log_interval(out.rep_p90_ms)
-        out.latency_p90_ms, out.latency_p90_lo_ms, out.latency_p90_hi_ms = iv.estimate, iv.lo, iv.hi
-    out.rep_qps = [v for r in ok for v in r.rep_qps]
-    if out.rep_qps:
-        iv = log_interval(out.rep_qps)
-        out.throughput_sps, out.throughput_lo_sps, out.throughput_hi_sps = iv.estimate, iv.lo, iv.hi
-    out.achieved_gflops = None
-    bad = [(i, r) for i, r in enumerate(ok) if r.valid is False]
-    out.valid = None if any(r.valid is None for r in ok) else not bad
-    out.invalid_reason = "; ".join(f"repetition {i + 1} of {len(ok)}: {r.invalid_reason}" for i, r in bad)
-    out.queries = sum(r.queries or 0 for r in ok)
-    out.n_samples = out.queries  # samples_ms may be thinned (MAX_SAMPLES); every completed request was timed
-    batches = [(r.queries or 0) / r.mean_batch for r in ok if r.mean_batch]
-    out.mean_batch = out.queries / sum(batches) if batches and sum(batches) else out.mean_batch
-    if out.mean_batch and out.queries:
-        busy = sum((r.service_mean_ms or 0.0) * (r.queries or 0) / (r.mean_batch or 1) for r in ok)
-        out.service_mean_ms = busy / (out.queries / out.mean_batch)
-    util = [r.utilization for r in ok if r.utilization is not None]
-    out.utilization = float(np.mean(util)) if util else None
-    out.backlog = max((r.backlog for r in ok if r.backlog is not None), default=None)
-    for name, agg in (("loadgen_late_p50_ms", np.median), ("loadgen_late_p99_ms", np.max),
-                      ("loadgen_cpu_us", np.mean)):
-        vals = [getattr(r, name) for r in ok if getattr(r, name) is not None]
-        setattr(out, name, float(agg(vals)) if vals else None)
-    out.stable = None if out.p50_rel_ci is None else out.stable

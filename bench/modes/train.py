@@ -1,454 +1,210 @@
-"""Training-side measurements (``archbench run --mode train``): step time, samples/s, memory split, time to train.
+"""Mode ``train``: training steps (``archbench run --mode train``) and the trials of ``--find-max-batch``.
 
-    ts = TrainStep(create_model("mlp_s"), optimizer="adamw", precision="fp32", device="cpu")
-    data = ts.make_batch(32, seed=0)     # ((inputs,), target) on the step's device
-    loss = ts(data)                      # one full step; returns the loss (detached)
-    ts.split(peak_mib, baseline_mib)     # MemorySplit: params / grads / optimizer state / activations
-
-**One step** = ``optimizer.zero_grad(set_to_none=True)``, forward (under ``torch.autocast`` for bf16/fp16, weights
-stay fp32), loss, backward (through ``torch.amp.GradScaler`` for fp16, whose small gradients would underflow;
-bf16 has fp32's exponent range and needs none), ``optimizer.step()``. The worker times it with
-``archbench.bench.measure.harness.measure`` under the same rules as inference, rotating among random (inputs, target) sets; the
-``latency_*`` fields of a training record hold the step time and ``throughput_sps`` = batch / mean step time.
-
-**Loss**, chosen from the output of a batch-1 probe forward (the zoo has no labels; targets are random):
-
-- language model, output (B, N, V) on integer input (B, N) with N >= 2: next-token cross-entropy of
-  ``logits[:, :-1]`` against ``tokens[:, 1:]`` (the input tokens are their own targets);
-- classifier, output (B, C) with C >= 2: cross-entropy against random labels in [0, C);
-- anything else: MSE against a random normal target of the output's shape (the first tensor of a tuple/dict).
-
-**Optimizers**: ``adamw`` (default; lr 1e-3, torch defaults otherwise: 2 fp32 moments per parameter plus a scalar
-``step`` tensor per parameter tensor) and ``sgd`` (lr 0.01, momentum 0.9: one momentum buffer per parameter).
-
-**Memory**, from a pass of ``MEM_STEPS`` steps on one input set after the timed loop (high-water mark reset first):
-
-- ``train_peak_mem_mib``: CUDA: ``torch.cuda.max_memory_allocated``; CPU: the worker's peak resident memory
-  (VmHWM), which includes the interpreter and libraries: ``train_mem_baseline_mib``;
-- ``param_mib``, ``grad_mib``, ``optimizer_state_mib``: exact, sum of ``numel x element_size`` over the tensors;
-- ``activation_mib`` = peak - baseline - params - grads - optimizer state, clamped at 0: an **estimate**. It holds
-  what autograd saves plus the input batch, kernel workspace, allocator slack and any library memory first touched
-  after the baseline. The baseline is read after a throwaway copy of the model has run one batch-1 forward and
-  backward (so lazy library initialisation is already in it) and before the measured model is built: RSS on CPU
-  (after ``malloc_trim`` hands freed heap back), allocated bytes on CUDA. Grads and activations do not peak at the
-  same instant (activations are freed as backward makes grads), so this is the activation memory *at the peak*.
-
-**Memory cap** (``--mem-cap-mib``): on CUDA, ``torch.cuda.set_per_process_memory_fraction`` makes the allocator
-raise its out-of-memory error at the cap. On CPU the cap is on the worker's resident memory (RSS), not on its
-address space: ``RLIMIT_AS`` counts virtual memory, which for torch (thread stacks, mapped libraries, allocator
-reservations) is several times the RSS, so it would fail cells that fit. A watchdog thread polls RSS every
-``WATCH_S`` seconds and raises ``MemoryCapExceeded`` in the measuring thread at its next Python bytecode; after the
-memory pass the peak (VmHWM, which a short spike inside one C++ call cannot escape) is checked against the cap too.
-Either way the cell fails with an error starting ``out of memory``. The cap is for one step with one batch resident
-(as in the memory pass and in a max-batch trial): while the timed loop holds its extra rotated input sets, the
-watchdog allows for their exact size on top of the cap.
-
-**Time to train**: ``time_to_train_s = train_samples / throughput_sps``. Assumes the steady-state step time holds
-for the whole run: no data loading, augmentation, evaluation, checkpointing, compile or warm-up time.
+What a step is, how memory splits and what the cap means: measure.train_step. A job is one (model, runtime,
+precision, device): the model is built in the measuring worker (no artefacts: nothing is exported), one batch size
+per cell. Cells of mode ``maxbatch-trial`` run the memory pass only (modes.maxbatch drives the search). The
+end-of-run table is inference's (latency = one step); the report's training section is report.train's.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import sys
-import threading
 import time
 import traceback
-from collections.abc import Iterable
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, ClassVar
 
-import torch
-import torch.nn.functional as F
-from torch import Tensor, nn
-
-from archbench.bench.measure.harness import available_mib, current_rss_mib, trim_heap  # noqa: F401  (available_mib: maxbatch)
-from archbench.bench.measure.protocol import one_line as _one_line
-
-MODE_TRAIN = "train"
-MODE_TRIAL = "maxbatch-trial"  # one trial of a --find-max-batch search: memory only, no timing
-MEM_STEPS = 2  # steps of the memory pass: the 1st creates optimizer state, the 2nd runs with all of it present
-WATCH_S = 0.005  # RSS poll interval of the CPU memory-cap watchdog (reading /proc/self/statm costs ~20 us)
-AMP_DTYPES: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-DEFAULT_LR = {"adamw": 1e-3, "sgd": 1e-2}
-OPTIMIZERS = tuple(DEFAULT_LR)
-LOSSES = ("next-token-cross-entropy", "cross-entropy", "mse")
+from archbench.bench.analyze.stats import fill_latency
+from archbench.bench.modes import ModeBase
+from archbench.bench.record import Record
 
 
-class TrainUnsupported(Exception):
-    """This cell cannot train here (ONNX graph, unknown precision, no CUDA): the cell is *skipped*."""
+class Train(ModeBase):
+    name: ClassVar[str] = "train"
+    cell_modes: ClassVar[tuple[str, ...]] = ("train", "maxbatch-trial")
+    artifacts: ClassVar[bool] = False  # the model is built in the measuring worker
 
+    def run_job(self, job: Any, emit: Any) -> None:
+        """The worker's training path: one job (model, runtime, precision, device), each batch a cell.
 
-class MemoryCapExceeded(BaseException):
-    """Raised asynchronously in the measuring thread when RSS passes --mem-cap-mib. A BaseException, so library
-    code that catches ``Exception`` to try a fallback cannot swallow it."""
+        The cells' ``mode`` is ``train`` (timed cells) or ``maxbatch-trial`` (memory pass only, one batch); their
+        options hold optimizer, mem_cap_mib, train_samples."""
+        import torch
 
-
-# ----------------------------------------------------------------------------------------------- memory helpers
-
-
-def tensor_mib(tensors: Iterable[Tensor]) -> float:
-    """MiB of ``tensors`` from their sizes (numel x element_size); each tensor counted once."""
-    seen: dict[int, Tensor] = {id(t): t for t in tensors}
-    return sum(t.numel() * t.element_size() for t in seen.values()) / 2**20
-
-
-class RssWatchdog:
-    """Polls this process's RSS; above ``cap_mib`` it raises MemoryCapExceeded in the thread that entered it.
-
-    The exception lands at that thread's next Python bytecode, i.e. between torch ops (one long C++ call such as
-    backward finishes first). On exit a not-yet-delivered exception is cancelled."""
-
-    def __init__(self, cap_mib: float, interval_s: float = WATCH_S) -> None:
-        self.cap_mib = cap_mib
-        self.interval_s = interval_s
-        self.fired_mib: float | None = None
-        self._stop = threading.Event()
-
-    def __enter__(self) -> RssWatchdog:
-        self._target = threading.get_ident()
-        self._thread = threading.Thread(target=self._loop, name="rss-watchdog", daemon=True)
-        self._thread.start()
-        return self
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self.interval_s):
-            rss = current_rss_mib()
-            if rss > self.cap_mib:
-                self.fired_mib = rss
-                ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(self._target),
-                                                          ctypes.py_object(MemoryCapExceeded))
-                return
-
-    def __exit__(self, *exc: Any) -> bool:
-        self._stop.set()
-        self._thread.join()
-        if self.fired_mib is not None:  # cancel an exception set but not yet delivered
-            ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(self._target), None)
-        return False
-
-
-@dataclass(frozen=True)
-class MemorySplit:
-    """Memory of a training step, MiB. peak = baseline + params + grads + optimizer_state + activations
-    (activations clamped at 0, so the sum can exceed a peak that came out below the exact parts)."""
-
-    peak_mib: float
-    baseline_mib: float
-    param_mib: float
-    grad_mib: float
-    optimizer_state_mib: float
-    activation_mib: float
-
-
-# ----------------------------------------------------------------------------------------------- loss and step
-
-
-def _first_tensor(out: Any) -> Tensor:
-    if isinstance(out, Tensor):
-        return out
-    if isinstance(out, dict):
-        out = list(out.values())
-    if isinstance(out, (list, tuple)):
-        for o in out:
-            with contextlib.suppress(TypeError):
-                return _first_tensor(o)
-    raise TypeError(f"the model's output holds no tensor ({type(out).__name__}); cannot form a loss")
-
-
-def loss_kind(out: Tensor, inputs: tuple[Tensor, ...]) -> str:
-    """Which loss fits an output (see the module docstring). ``out`` and ``inputs`` are from the same call."""
-    x = inputs[0] if len(inputs) == 1 else None
-    if (x is not None and not x.is_floating_point() and x.dim() == 2 and out.dim() == 3
-            and tuple(out.shape[:2]) == tuple(x.shape) and x.shape[1] >= 2 and out.is_floating_point()):
-        return "next-token-cross-entropy"
-    if out.dim() == 2 and out.shape[1] >= 2 and out.is_floating_point():
-        return "cross-entropy"
-    return "mse"
-
-
-def compute_loss(kind: str, out: Tensor, inputs: tuple[Tensor, ...], target: Tensor | None) -> Tensor:
-    if kind == "next-token-cross-entropy":
-        tokens = inputs[0]  # (B, N) int
-        logits = out[:, :-1]  # (B, N-1, V): position n predicts token n+1
-        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tokens[:, 1:].reshape(-1))
-    if kind == "cross-entropy":
-        return F.cross_entropy(out, target)  # out (B, C), target (B,) int64 in [0, C)
-    assert target is not None
-    return F.mse_loss(out.float(), target)
-
-
-def make_optimizer(name: str, params: Iterable[nn.Parameter], lr: float | None = None) -> torch.optim.Optimizer:
-    if name not in DEFAULT_LR:
-        raise ValueError(f"unknown optimizer {name!r}; known: {', '.join(OPTIMIZERS)}")
-    lr = DEFAULT_LR[name] if lr is None else lr
-    if name == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=0.9)
-    return torch.optim.AdamW(params, lr=lr)
-
-
-def _probe(model: nn.Module, input_spec: Any) -> tuple[str, tuple[int, ...]]:
-    """(loss kind, output shape without the batch dim) from one batch-1 forward in eval mode without grad."""
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            x = (input_spec.make(batch=1, generator=torch.Generator().manual_seed(0)),)
-            out = _first_tensor(model(*x))
-    finally:
-        model.train(was_training)
-    return loss_kind(out, x), tuple(out.shape[1:])
-
-
-class TrainStep:
-    """One full training step of ``model`` on batches built from ``input_spec`` (default: ``model.input_spec``)."""
-
-    def __init__(
-        self,
-        model: nn.Module,
-        input_spec: Any = None,
-        optimizer: str = "adamw",
-        precision: str = "fp32",
-        device: str = "cpu",
-        compile: bool = False,
-        lr: float | None = None,
-    ) -> None:
-        if precision not in AMP_DTYPES:
-            raise TrainUnsupported(f"training runs {', '.join(AMP_DTYPES)} (bf16/fp16 under autocast); "
-                                   f"not {precision}")
-        self.input_spec = input_spec if input_spec is not None else model.input_spec
-        self.loss_kind, self.out_tail = _probe(model, self.input_spec)
-        self.device = torch.device(device)
-        self.precision = precision
-        self.amp_dtype = AMP_DTYPES[precision]
-        self.model = model.to(self.device).train()
-        self.optimizer = make_optimizer(optimizer, [p for p in self.model.parameters() if p.requires_grad], lr)
-        self.scaler = torch.amp.GradScaler(self.device.type) if precision == "fp16" else None
-        self.forward = torch.compile(self.model, dynamic=False) if compile else self.model
-
-    def make_batch(self, batch: int, seed: int = 0) -> tuple[tuple[Tensor, ...], Tensor | None]:
-        """Random inputs (never zeros) and a random target for this step's loss, on the step's device."""
-        g = torch.Generator().manual_seed(seed)
-        x = self.input_spec.make(batch=batch, generator=g)
-        if self.loss_kind == "next-token-cross-entropy":
-            target = None  # the tokens are their own targets
-        elif self.loss_kind == "cross-entropy":
-            target = torch.randint(0, self.out_tail[0], (batch,), generator=g)
-        else:
-            target = torch.randn((batch, *self.out_tail), generator=g)
-        return (x.to(self.device),), (None if target is None else target.to(self.device))
-
-    def __call__(self, data: tuple[tuple[Tensor, ...], Tensor | None]) -> Tensor:
-        inputs, target = data
-        self.optimizer.zero_grad(set_to_none=True)
-        with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
-                            enabled=self.amp_dtype is not None):
-            out = _first_tensor(self.forward(*inputs))
-            loss = compute_loss(self.loss_kind, out, inputs, target)
-        if self.scaler is not None:
-            self.scaler.scale(loss).backward()
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-        else:
-            loss.backward()
-            self.optimizer.step()
-        return loss.detach()
-
-    def state_mib(self) -> tuple[float, float, float]:
-        """(params, grads, optimizer state) MiB, exact from tensor sizes (grads: those present now)."""
-        params = list(self.model.parameters())
-        grads = [p.grad for p in params if p.grad is not None]
-        state = [v for s in self.optimizer.state.values() for v in s.values() if isinstance(v, Tensor)]
-        return tensor_mib(params), tensor_mib(grads), tensor_mib(state)
-
-    def split(self, peak_mib: float, baseline_mib: float) -> MemorySplit:
-        p, g, s = self.state_mib()
-        return MemorySplit(peak_mib, baseline_mib, p, g, s, max(0.0, peak_mib - baseline_mib - p - g - s))
-
-    def release(self) -> None:
-        """Drop the gradients (optimizer state stays: it is part of the next cell's steady state too)."""
-        self.optimizer.zero_grad(set_to_none=True)
-
-
-def memory_pass(ts: TrainStep, data: Any, baseline_mib: float, steps: int = MEM_STEPS) -> MemorySplit:
-    """Peak memory over ``steps`` steps after resetting the high-water mark, split into its parts."""
-    from archbench.bench.measure.harness import peak_rss_mib, reset_peak_rss
-
-    cuda = ts.device.type == "cuda"
-    if cuda:
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-    else:
-        reset_peak_rss()  # trims the heap first
-    for _ in range(steps):
-        ts(data)
-    if cuda:
-        torch.cuda.synchronize()
-        peak = torch.cuda.max_memory_allocated() / 2**20
-    else:
-        peak = peak_rss_mib()
-    return ts.split(peak, baseline_mib)
-
-
-def time_to_train_s(train_samples: int, throughput_sps: float) -> float | None:
-    """Seconds to push ``train_samples`` samples through at the steady-state rate (see the module docstring)."""
-    return train_samples / throughput_sps if throughput_sps > 0 else None
-
-
-# ----------------------------------------------------------------------------------------------- worker side
-
-
-def _set_tensors(data: tuple[tuple[Tensor, ...], Tensor | None]) -> list[Tensor]:
-    inputs, target = data
-    return [*inputs, *([] if target is None else [target])]
-
-
-def _is_cuda_oom(e: BaseException) -> bool:
-    return isinstance(e, torch.OutOfMemoryError) or "out of memory" in str(e).lower()
-
-
-def run_train_job(job: Any, emit: Any) -> None:
-    """The worker's training path: one job (model, runtime, precision, device), each batch a cell.
-
-    The cells' ``mode`` is ``train`` (timed cells) or ``maxbatch-trial`` (memory pass only, one batch); their
-    options hold optimizer, mem_cap_mib, train_samples."""
-    from archbench.bench.measure.harness import cpu_snapshot, measure, other_cpu_pct
-    from archbench.bench.measure.profile import count_macs, count_params
-    from archbench.bench.measure.protocol import new_record as _new_record
-    from archbench.bench.measure.protocol import prepare_failed
-    from archbench.bench.measure.sources import build_source
-
-    head = job.head
-    opts = head.options
-    mode = head.mode or MODE_TRAIN
-    trial = mode == MODE_TRIAL
-    threads = head.threads
-    torch.set_num_threads(threads)
-    with contextlib.suppress(RuntimeError):
-        torch.set_num_interop_threads(1)
-    device, runtime, precision = head.device, head.runtime, head.precision
-    cuda = device == "cuda"
-    cap = opts.mem_cap_mib
-    optimizer = opts.optimizer or "adamw"
-    train_samples = opts.train_samples
-    rule = job.rule
-    by_batch = {c.batch: c for c in job.cells}
-
-    def new_record(batch: int, **kw: Any) -> Any:
-        rec = _new_record(by_batch.get(batch, head.with_batch(batch)), job.run_id, **kw)
-        rec.optimizer, rec.mem_cap_mib, rec.train_samples = optimizer, cap, train_samples
-        return rec
-
-    def resolved() -> Any:
-        return build_source(head)[0]
-
-    batches: list[int] = [c.batch for c in job.cells]
-    counts: dict[str, Any] = {}
-    try:
-        from archbench.bench.measure.runtimes import get_runtime, runtime_names
-
-        rt_cls = get_runtime(runtime)
-        if not rt_cls.trains:
-            trainers = [n for n in runtime_names() if get_runtime(n).trains]
-            raise TrainUnsupported(f"runtime {runtime} does not train; use {' or '.join(trainers)}")
-        if cuda and not torch.cuda.is_available():
-            raise TrainUnsupported("no CUDA device")
-        # A throwaway copy first: static counts, and one batch-1 forward + backward so that lazily initialised
-        # library state lands in the baseline, not in the activation estimate.
-        probe = resolved()
-        if probe.module is None:
-            raise TrainUnsupported("an ONNX graph cannot be trained here; give a PyTorch model")
-        counts["params"] = count_params(probe.module)[0]
-        if not trial:
-            try:
-                counts["macs"] = count_macs(probe.module, probe.example_inputs(batch=1))
-            except Exception as e:  # a model fvcore cannot trace still gets timed
-                print(f"MAC count failed: {_one_line(e)}", file=sys.stderr)
-        warm = TrainStep(probe.module, probe.input_spec, optimizer, "fp32", "cpu")
-        warm.model.zero_grad(set_to_none=True)
-        x, y = warm.make_batch(1)
-        compute_loss(warm.loss_kind, _first_tensor(warm.model(*x)), x, y).backward()
-        del warm, probe, x, y
-        if cuda:
-            torch.cuda.reset_peak_memory_stats()
-            baseline = torch.cuda.memory_allocated() / 2**20
-            if cap:
-                total = torch.cuda.get_device_properties(0).total_memory / 2**20
-                torch.cuda.set_per_process_memory_fraction(min(1.0, cap / total))
-        else:
-            trim_heap()
-            baseline = current_rss_mib()
-        t = time.perf_counter()
-        src = resolved()
-        ts = TrainStep(src.module, src.input_spec, optimizer, precision, device, compile=rt_cls.compiles)
-        load_ms = (time.perf_counter() - t) * 1e3
-    except Exception as e:
-        prepare_failed(e, (TrainUnsupported,), job.cells, job.run_id, emit)
-        return
-
-    for b in batches:
-        emit("start", batch=b)
-        spec = src.input_spec.with_batch(b)
-        rec = new_record(
-            b, family=src.family, input_shape="x".join(map(str, spec.shape)),
-            input_dtype=str(spec.dtype).removeprefix("torch."), params=counts.get("params"), load_ms=load_ms,
-            loss_fn=ts.loss_kind, train_mem_baseline_mib=baseline,
+        from archbench.bench.measure.harness import (
+            cpu_snapshot,
+            current_rss_mib,
+            measure,
+            other_cpu_pct,
+            trim_heap,
         )
-        if counts.get("macs") is not None:
-            rec.macs = counts["macs"] * b  # of one forward at this batch, as for inference
-            rec.flops = 2 * rec.macs
-        sets: list[Any] = []
-        watchdog = RssWatchdog(cap) if cap and not cuda else None
+        from archbench.bench.measure.profile import count_macs, count_params
+        from archbench.bench.measure.protocol import new_record as _new_record
+        from archbench.bench.measure.protocol import one_line as _one_line
+        from archbench.bench.measure.protocol import prepare_failed
+        from archbench.bench.measure.sources import build_source
+        from archbench.bench.measure.train_step import (
+            MODE_TRAIN,
+            MODE_TRIAL,
+            MemoryCapExceeded,
+            RssWatchdog,
+            TrainStep,
+            TrainUnsupported,
+            compute_loss,
+            first_tensor,
+            is_cuda_oom,
+            memory_pass,
+            set_tensors,
+            tensor_mib,
+            time_to_train_s,
+        )
+
+        head = job.head
+        opts = head.options
+        mode = head.mode or MODE_TRAIN
+        trial = mode == MODE_TRIAL
+        threads = head.threads
+        torch.set_num_threads(threads)
+        with contextlib.suppress(RuntimeError):
+            torch.set_num_interop_threads(1)
+        device, runtime, precision = head.device, head.runtime, head.precision
+        cuda = device == "cuda"
+        cap = opts.mem_cap_mib
+        optimizer = opts.optimizer or "adamw"
+        train_samples = opts.train_samples
+        rule = job.rule
+        by_batch = {c.batch: c for c in job.cells}
+
+        def new_record(batch: int, **kw: Any) -> Any:
+            rec = _new_record(by_batch.get(batch, head.with_batch(batch)), job.run_id, **kw)
+            rec.optimizer, rec.mem_cap_mib, rec.train_samples = optimizer, cap, train_samples
+            return rec
+
+        def resolved() -> Any:
+            return build_source(head)[0]
+
+        batches: list[int] = [c.batch for c in job.cells]
+        counts: dict[str, Any] = {}
         try:
-            with watchdog or contextlib.nullcontext():
-                sets = [ts.make_batch(b, seed=s) for s in range(1 if trial else opts.input_sets)]
-                if watchdog:  # the extra rotated input sets are the harness's, not the step's: allow for them
-                    watchdog.cap_mib = cap + (len(sets) - 1) * tensor_mib(_set_tensors(sets[0]))
-                if not trial:
-                    before = cpu_snapshot()
-                    timing = measure(ts, sets, rule, cuda=cuda)
-                    # A step's work ~ 3 forwards (backward: grads w.r.t. activations and w.r.t. weights, each
-                    # ~ the forward's MACs): achieved GFLOP/s = 3 x forward FLOPs / p50 step seconds. The first
-                    # step (first_inference_ms) includes compilation.
-                    rec.fill_latency(timing.samples_ms, first_ms=timing.first_ms, warmup_iters=timing.warmup_iters,
-                                     measure_s=timing.measure_s, other_cpu_pct=other_cpu_pct(before, cpu_snapshot()),
-                                     flops_per_call=3 * rec.flops if rec.flops else None)
-                    if train_samples:
-                        rec.time_to_train_s = time_to_train_s(int(train_samples), rec.throughput_sps)
-                del sets[1:]
-                if watchdog:
-                    trim_heap()
-                    watchdog.cap_mib = cap
-                mem = memory_pass(ts, sets[0], baseline)
-            rec.train_peak_mem_mib = mem.peak_mib
-            rec.param_mib, rec.grad_mib = mem.param_mib, mem.grad_mib
-            rec.optimizer_state_mib, rec.activation_mib = mem.optimizer_state_mib, mem.activation_mib
-            rec.activation_mib_per_sample = mem.activation_mib / b
+            from archbench.bench.measure.runtimes import get_runtime, runtime_names
+
+            rt_cls = get_runtime(runtime)
+            if not rt_cls.trains:
+                trainers = [n for n in runtime_names() if get_runtime(n).trains]
+                raise TrainUnsupported(f"runtime {runtime} does not train; use {' or '.join(trainers)}")
+            if cuda and not torch.cuda.is_available():
+                raise TrainUnsupported("no CUDA device")
+            # A throwaway copy first: static counts, and one batch-1 forward + backward so that lazily initialised
+            # library state lands in the baseline, not in the activation estimate.
+            probe = resolved()
+            if probe.module is None:
+                raise TrainUnsupported("an ONNX graph cannot be trained here; give a PyTorch model")
+            counts["params"] = count_params(probe.module)[0]
+            if not trial:
+                try:
+                    counts["macs"] = count_macs(probe.module, probe.example_inputs(batch=1))
+                except Exception as e:  # a model fvcore cannot trace still gets timed
+                    print(f"MAC count failed: {_one_line(e)}", file=sys.stderr)
+            warm = TrainStep(probe.module, probe.input_spec, optimizer, "fp32", "cpu")
+            warm.model.zero_grad(set_to_none=True)
+            x, y = warm.make_batch(1)
+            compute_loss(warm.loss_kind, first_tensor(warm.model(*x)), x, y).backward()
+            del warm, probe, x, y
             if cuda:
-                rec.cuda_max_allocated_mib = mem.peak_mib
-                rec.cuda_max_reserved_mib = torch.cuda.max_memory_reserved() / 2**20
+                torch.cuda.reset_peak_memory_stats()
+                baseline = torch.cuda.memory_allocated() / 2**20
+                if cap:
+                    total = torch.cuda.get_device_properties(0).total_memory / 2**20
+                    torch.cuda.set_per_process_memory_fraction(min(1.0, cap / total))
             else:
-                rec.peak_rss_mib = mem.peak_mib
-            if cap and not cuda and mem.peak_mib > cap:
-                raise MemoryCapExceeded()
-        except MemoryCapExceeded:
-            rec.status = "failed"
-            if rec.train_peak_mem_mib is not None:
-                rec.error = (f"out of memory: peak RSS {rec.train_peak_mem_mib:.1f} MiB > --mem-cap-mib {cap:g} "
-                             f"(baseline {baseline:.1f} MiB)")
-            else:
-                seen = watchdog.fired_mib if watchdog and watchdog.fired_mib else float("nan")
-                rec.train_peak_mem_mib = seen
-                rec.error = (f"out of memory: RSS reached {seen:.1f} MiB > --mem-cap-mib {cap:g} mid-step "
-                             f"(baseline {baseline:.1f} MiB)")
+                trim_heap()
+                baseline = current_rss_mib()
+            t = time.perf_counter()
+            src = resolved()
+            ts = TrainStep(src.module, src.input_spec, optimizer, precision, device, compile=rt_cls.compiles)
+            load_ms = (time.perf_counter() - t) * 1e3
         except Exception as e:
-            print(traceback.format_exc(), file=sys.stderr)
-            rec.status = "failed"
-            rec.error = ("out of memory: " if cuda and _is_cuda_oom(e) else "") + _one_line(e)
-        finally:
-            sets.clear()
-            ts.release()
-            if cuda:
-                torch.cuda.empty_cache()
-        emit.record(rec)
+            prepare_failed(e, (TrainUnsupported,), job.cells, job.run_id, emit)
+            return
+
+        for b in batches:
+            emit("start", batch=b)
+            spec = src.input_spec.with_batch(b)
+            rec = new_record(
+                b, family=src.family, input_shape="x".join(map(str, spec.shape)),
+                input_dtype=str(spec.dtype).removeprefix("torch."), params=counts.get("params"), load_ms=load_ms,
+                loss_fn=ts.loss_kind, train_mem_baseline_mib=baseline,
+            )
+            if counts.get("macs") is not None:
+                rec.macs = counts["macs"] * b  # of one forward at this batch, as for inference
+                rec.flops = 2 * rec.macs
+            sets: list[Any] = []
+            watchdog = RssWatchdog(cap) if cap and not cuda else None
+            try:
+                with watchdog or contextlib.nullcontext():
+                    sets = [ts.make_batch(b, seed=s) for s in range(1 if trial else opts.input_sets)]
+                    if watchdog:  # the extra rotated input sets are the harness's, not the step's: allow for them
+                        watchdog.cap_mib = cap + (len(sets) - 1) * tensor_mib(set_tensors(sets[0]))
+                    if not trial:
+                        before = cpu_snapshot()
+                        timing = measure(ts, sets, rule, cuda=cuda)
+                        # A step's work ~ 3 forwards (backward: grads w.r.t. activations and w.r.t. weights, each
+                        # ~ the forward's MACs): achieved GFLOP/s = 3 x forward FLOPs / p50 step seconds. The first
+                        # step (first_inference_ms) includes compilation.
+                        fill_latency(rec, timing.samples_ms, first_ms=timing.first_ms, warmup_iters=timing.warmup_iters,
+                                         measure_s=timing.measure_s, other_cpu_pct=other_cpu_pct(before, cpu_snapshot()),
+                                         flops_per_call=3 * rec.flops if rec.flops else None)
+                        if train_samples:
+                            rec.time_to_train_s = time_to_train_s(int(train_samples), rec.throughput_sps)
+                    del sets[1:]
+                    if watchdog:
+                        trim_heap()
+                        watchdog.cap_mib = cap
+                    mem = memory_pass(ts, sets[0], baseline)
+                rec.train_peak_mem_mib = mem.peak_mib
+                rec.param_mib, rec.grad_mib = mem.param_mib, mem.grad_mib
+                rec.optimizer_state_mib, rec.activation_mib = mem.optimizer_state_mib, mem.activation_mib
+                rec.activation_mib_per_sample = mem.activation_mib / b
+                if cuda:
+                    rec.cuda_max_allocated_mib = mem.peak_mib
+                    rec.cuda_max_reserved_mib = torch.cuda.max_memory_reserved() / 2**20
+                else:
+                    rec.peak_rss_mib = mem.peak_mib
+                if cap and not cuda and mem.peak_mib > cap:
+                    raise MemoryCapExceeded()
+            except MemoryCapExceeded:
+                rec.status = "failed"
+                if rec.train_peak_mem_mib is not None:
+                    rec.error = (f"out of memory: peak RSS {rec.train_peak_mem_mib:.1f} MiB > --mem-cap-mib {cap:g} "
+                                 f"(baseline {baseline:.1f} MiB)")
+                else:
+                    seen = watchdog.fired_mib if watchdog and watchdog.fired_mib else float("nan")
+                    rec.train_peak_mem_mib = seen
+                    rec.error = (f"out of memory: RSS reached {seen:.1f} MiB > --mem-cap-mib {cap:g} mid-step "
+                                 f"(baseline {baseline:.1f} MiB)")
+            except Exception as e:
+                print(traceback.format_exc(), file=sys.stderr)
+                rec.status = "failed"
+                rec.error = ("out of memory: " if cuda and is_cuda_oom(e) else "") + _one_line(e)
+            finally:
+                sets.clear()
+                ts.release()
+                if cuda:
+                    torch.cuda.empty_cache()
+            emit.record(rec)
+
+    def summary(self, records: Sequence[Record], peaks: Sequence[Any] = ()) -> list[str]:
+        from tabulate import tabulate
+
+        from archbench.bench.report.tables import TABLE_COLS, table_rows
+
+        own = [r for r in self.own(records) if r.mode == "train"]  # max-batch trials: in the report
+        if not own:
+            return []
+        return tabulate(table_rows(own), headers=TABLE_COLS, tablefmt="simple", disable_numparse=True).splitlines()
+
+    def report_md(self, records: Sequence[Record], peaks: Sequence[Any] = ()) -> list[str]:
+        from archbench.bench.report.train import training_md
+
+        return training_md(records)

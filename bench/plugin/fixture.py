@@ -49,8 +49,10 @@ from archbench.bench.analyze.budgets import (
     judge_record,
     parse_budget,
 )
+from archbench.bench.analyze.stats import fill_latency
 from archbench.bench.errors import UsageError
 from archbench.bench.measure.harness import StopRule
+from archbench.bench.numfmt import num
 from archbench.bench.record import Record
 
 # The fixture's default stop rule: archbench.bench.measure.harness's default (>= 30 calls and >= 1 s, after >= 5 calls and 0.2 s
@@ -152,14 +154,14 @@ def time_with_benchmark(benchmark: Any, fn: Callable[[Any], Any], input_sets: Se
     return Timed(samples, first_ms, len(warm), measure_s, others)
 
 
-def fill_latency(rec: Record, timed: Timed) -> None:
-    """Latency fields of ``rec`` from the samples (Record.fill_latency, as the workers fill them)."""
+def fill_timed(rec: Record, timed: Timed) -> None:
+    """Latency fields of ``rec`` from the samples (analyze.stats.fill_latency, as the workers fill them)."""
     if not timed.samples_ms:
         rec.first_inference_ms = timed.first_ms
         rec.warmup_iters, rec.measure_s = timed.warmup_iters, timed.measure_s
         rec.warning = "benchmarks disabled (--benchmark-disable): ran once, untimed"
         return
-    rec.fill_latency(timed.samples_ms, first_ms=timed.first_ms, warmup_iters=timed.warmup_iters,
+    fill_latency(rec, timed.samples_ms, first_ms=timed.first_ms, warmup_iters=timed.warmup_iters,
                      measure_s=timed.measure_s, other_cpu_pct=timed.other_cpu_pct, flops_per_call=rec.flops,
                      min_time_hint="--archbench-min-time")
 
@@ -249,7 +251,7 @@ class ArchbenchBench:
         previous = torch.get_num_threads()
         torch.set_num_threads(threads)
         try:
-            fill_latency(rec, time_with_benchmark(self.benchmark, fn, input_sets, rule, cuda))
+            fill_timed(rec, time_with_benchmark(self.benchmark, fn, input_sets, rule, cuda))
         finally:
             torch.set_num_threads(previous)
         self.benchmark.extra_info["archbench"] = extra_info(rec, rule, extra)
@@ -261,7 +263,7 @@ class ArchbenchBench:
               weights: str | None = None, rule: StopRule | None = None) -> Record:
         """Build ``ref``, prepare it on ``runtime`` at ``precision`` and time one forward at ``batch``.
 
-        The same path as ``archbench run``'s workers (archbench.bench.measure.worker.prepare / start_record), in
+        The same path as ``archbench run``'s workers (archbench.bench.measure.prepare: prepare / start_record), in
         this process: params and batch-1 MACs (x batch), the runtime's threads (default: --archbench-threads, else
         all CPUs), its size and load time. A torch-free runtime gets its artefacts (ONNX export, variant) built here
         first. A runtime that cannot run the precision skips the test. torch's thread setting is restored after.
@@ -269,8 +271,8 @@ class ArchbenchBench:
         import torch
 
         from archbench.bench.cell import Cell, Job, Options, canonical_knobs
+        from archbench.bench.measure.prepare import prepare, start_record
         from archbench.bench.measure.runtimes import UnsupportedCell, get_runtime
-        from archbench.bench.measure.worker import prepare, start_record
 
         knobs = dict(knobs or {})
         threads = threads or self.threads or _threads()
@@ -292,7 +294,8 @@ class ArchbenchBench:
 
                     build(replace(job, kind="artifacts", artifact=cls.artifact), lambda *a, **k: None)
                     build_variants(job, workdir)
-                rt, model, _ = prepare(job)
+                p = prepare(job)
+                rt, model = p.runtime, p.model
             except UnsupportedCell as e:
                 pytest.skip(f"{ref} {runtime} {precision} on {device}: {e}")
             except ValueError as e:
@@ -301,7 +304,7 @@ class ArchbenchBench:
             sets = [rt.convert(model.inputs(batch, s)) for s in range(input_sets)]
             self._group(ref)
             cuda = device == "cuda" and cls.needs_torch
-            fill_latency(rec, time_with_benchmark(self.benchmark, rt.run, sets, rule, cuda=cuda))
+            fill_timed(rec, time_with_benchmark(self.benchmark, rt.run, sets, rule, cuda=cuda))
             if rt.notes:
                 rec.warning = "; ".join([*rt.notes, rec.warning]).strip("; ")
         finally:
@@ -327,14 +330,6 @@ def _now() -> str:
 # ------------------------------------------------------------------------------------------------ budgets
 
 
-def _fmt(x: float | None) -> str:
-    if x is None:
-        return "-"
-    if math.isfinite(x) and float(x).is_integer() and abs(x) >= 1e4:
-        return str(int(x))  # counts (params, macs) in full
-    return f"{x:.4g}"
-
-
 def format_verdict(v: RecordVerdict, title: str) -> str:
     """``title: VERDICT`` and one line per term: its verdict, the bound, the measured value and why."""
     lines = [f"{title}: {v.verdict}"]
@@ -343,7 +338,7 @@ def format_verdict(v: RecordVerdict, title: str) -> str:
     width = max((len(str(t.term)) for t in v.terms), default=0)
     for t in v.terms:
         why = f"; {t.reason}" if t.reason else ""
-        lines.append(f"  {t.verdict:<12}  {str(t.term):<{width}}  measured {_fmt(t.value)}{why}")
+        lines.append(f"  {t.verdict:<12}  {str(t.term):<{width}}  measured {num(t.value)}{why}")
     return "\n".join(lines)
 
 
@@ -353,12 +348,6 @@ def budget_title(b: Budget) -> str:
     return f"{b.name} ({terms})" if b.name else repr(b.source)
 
 
-def label(r: Record) -> str:
-    """``mlp_s onnxruntime fp32 b1`` (empty fields left out: a callable has no precision)."""
-    knobs = r.knobs or ""
-    parts = [r.model, "" if knobs in ("", "{}") else knobs.replace('"', "").replace(" ", ""),
-             r.runtime, r.precision, f"b{r.batch}", r.device or ""]
-    return " ".join(str(p) for p in parts if p and p != "cpu")
 
 
 def _as_record(measured: Any) -> Record:
@@ -377,7 +366,7 @@ def check_budget(measured: Record | dict[str, Any], budget: str | Budget, title:
     rec = _as_record(measured)
     b = budget if isinstance(budget, Budget) else parse_budget(budget)
     v = judge_record(rec, b, context)
-    msg = format_verdict(v, title or f"budget {budget_title(b)} on {label(rec)}")
+    msg = format_verdict(v, title or f"budget {budget_title(b)} on {rec.label()}")
     if v.verdict == SKIPPED:
         pytest.skip(msg)
     if v.verdict in (FAIL, ERROR) or (strict and v.verdict == INCONCLUSIVE):

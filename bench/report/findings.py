@@ -11,9 +11,10 @@ from typing import Any
 
 from archbench.bench.analyze import findings as fa
 from archbench.bench.analyze.budgets import Verdicts, verdict_of
-from archbench.bench.analyze.stats import CV_WARN
+from archbench.bench.analyze.generation import is_generation
+from archbench.bench.analyze.stats import BUSY_PCT, CV_WARN
+from archbench.bench.cell import knobs_text
 from archbench.bench.env import fingerprint
-from archbench.bench.measure.harness import BUSY_PCT
 from archbench.bench.record import Record
 from archbench.bench.report.format import num
 
@@ -247,7 +248,7 @@ def findings_md(fs: Sequence[Finding]) -> list[str]:
 def winner_lines(records: Sequence[Record]) -> list[str]:
     """One line per runtime comparison (archbench.bench.analyze.findings.runtime_winners), for the end of
     ``archbench run``: 'mlp_s b1 fp32: onnxruntime is 2.10x faster than torch'."""
-    return [f"{w.model}{_knobs(w.knobs)} b{w.batch} {w.precision}{' decode' if w.mode == 'generate' else ''}: "
+    return [f"{w.model}{knobs_text(w.knobs)} b{w.batch} {w.precision}{' decode' if is_generation(w) else ''}: "
             f"{w.fastest} is {_times(w)} faster than {w.runner_up}"
             + ("" if w.significant is not False else " - not significant: the interval includes 1x")
             for w in fa.runtime_winners(records)]
@@ -262,13 +263,11 @@ def baseline_lines(records: Sequence[Record]) -> list[str]:
               else "one repetition: no interval")
         verdict = {True: "slower" if v.ratio > 1 else "faster", False: "no significant difference (the interval "
                    "includes 1x)", None: "untested"}[v.significant]
-        lines.append(f"{v.model} {v.runtime} {v.precision} b{v.batch}{' decode' if v.mode == 'generate' else ''}: "
+        lines.append(f"{v.model} {v.runtime} {v.precision} b{v.batch}{' decode' if is_generation(v) else ''}: "
                      f"{v.ratio:.2f}x the p50 of {v.baseline} ({iv}): {verdict}")
     return lines
 
 
-def _knobs(knobs: str) -> str:
-    return "" if knobs in ("", "{}") else " " + knobs.replace('"', "").replace(" ", "")
 
 
 def _times(w: fa.RuntimeWinner) -> str:

@@ -15,6 +15,7 @@ from typing import Any
 from tabulate import tabulate
 
 from archbench.bench.analyze.generation import GenerationRow, context_series, generation_rows
+from archbench.bench.cell import knobs_text
 from archbench.bench.record import Record
 from archbench.bench.report.format import DPI, ci, num, pct
 
@@ -45,7 +46,7 @@ def _gbps(row: GenerationRow) -> str:
 
 
 def _cells(row: GenerationRow) -> list[str]:
-    knobs = "" if row.knobs in ("", "{}") else " " + row.knobs.replace('"', "").replace(" ", "")
+    knobs = knobs_text(row.knobs)
     status = row.status if row.status == "ok" else f"{row.status}: {row.error[:60]}..."
     return [row.model + knobs, row.runtime, row.precision, str(row.batch), num(row.prompt_len), num(row.new_tokens),
             status, ci(row.ttft_ms, row.ttft_lo_ms, row.ttft_hi_ms), ci(row.tpot_ms, row.tpot_lo_ms, row.tpot_hi_ms),
@@ -56,7 +57,7 @@ def _cells(row: GenerationRow) -> list[str]:
 def _copy_gbps(peaks: Sequence[Any]) -> Any:
     if not peaks:
         return None
-    from archbench.bench.report.roofline import peaks_for
+    from archbench.bench.analyze.roofline import peaks_for
 
     def of(r: Record) -> float | None:
         p = peaks_for(r, peaks)

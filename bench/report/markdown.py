@@ -100,7 +100,7 @@ def _roofline_md(records: Sequence[Record], peaks: Sequence[Any], placements: Se
     many = len(labels) > 1
     lines = ["## Roofline", ""]
     if peaks:
-        lines += ["Peaks measured on the machine itself (`archbench.bench.report.roofline.measure_peaks`): FLOP/s = 2 n^3 / t of the "
+        lines += ["Peaks measured on the machine itself (`archbench.bench.analyze.roofline.measure_peaks`): FLOP/s = 2 n^3 / t of the "
                   "best n x n fp32 `torch.mm`; bytes/s = 2 N / t of the best copy of an N-byte tensor (read + "
                   "write), far larger than the caches; ridge = peak FLOP/s / peak bytes/s.", ""]
         lines.append(tabulate(
@@ -166,9 +166,11 @@ def _layers_md(layers: dict[str, list[Any]], ridge_by_model: dict[str, float]) -
 def markdown(records: Sequence[Record], command: str = "", *, peaks: Sequence[Any] = (),
              placements: Sequence[Any] | None = None, layers: dict[str, list[Any]] | None = None,
              layer_ridges: dict[str, float] | None = None, plots: Sequence[str] = (),
-             sources: Sequence[str] = (), budget: str = "", verdicts: Verdicts | None = None) -> str:
+             sources: Sequence[str] = (), budget: str = "", verdicts: Verdicts | None = None,
+             sections: Sequence[str] = ()) -> str:
     """The report in markdown (GitHub flavour). ``plots`` are paths relative to the report's folder; ``verdicts``
-    the records' budget verdicts and ``budget`` what they were judged against."""
+    the records' budget verdicts and ``budget`` what they were judged against; ``sections``: markdown lines the
+    run modes render for their records (training, generation, serving), placed after the tables."""
     lines = ["# archbench report", ""]
     if command:
         lines += [f"Command: `{command}`", ""]
@@ -191,15 +193,7 @@ def markdown(records: Sequence[Record], command: str = "", *, peaks: Sequence[An
         lines += _roofline_md(records, peaks, placements)
     if layers:
         lines += _layers_md(layers, layer_ridges or {})
-    from archbench.bench.report.train import training_md
-
-    lines += training_md(records)  # --mode train records: step time, memory split, max-batch trials
-    from archbench.bench.report.generate import generation_md
-
-    lines += generation_md(records, peaks)  # --mode generate records: TTFT, TPOT, tokens/s, KV cache
-    from archbench.bench.report.serving import serving_md
-
-    lines += serving_md(records)  # --scenario records: validity, max QPS, latency against offered load
+    lines += list(sections)  # the run modes' own sections (archbench.bench.modes: report_md)
     if plots:
         lines += ["## Plots", ""]
         for p in plots:
@@ -261,7 +255,8 @@ def write_reports(out: Path, records: Sequence[Record], command: str = "", *, pe
                   placements: Sequence[Any] | None = None, layers: dict[str, list[Any]] | None = None,
                   layer_ridges: dict[str, float] | None = None, plots: Sequence[Path] = (),
                   csv_name: str = "records.csv", md_name: str = "report.md", json_name: str | None = None,
-                  sources: Sequence[str] = (), budget: str = "", verdicts: Verdicts | None = None) -> list[Path]:
+                  sources: Sequence[str] = (), budget: str = "", verdicts: Verdicts | None = None,
+                  sections: Sequence[str] = ()) -> list[Path]:
     """Write the CSV (record.CSV_FIELDS columns, in that order), the markdown and optionally the JSON into ``out``."""
     out.mkdir(parents=True, exist_ok=True)
     csv_path, md_path = out / csv_name, out / md_name
@@ -270,7 +265,7 @@ def write_reports(out: Path, records: Sequence[Record], command: str = "", *, pe
            else str(p) for p in plots]
     atomic_write(md_path, markdown(records, command, peaks=peaks, placements=placements, layers=layers,
                                    layer_ridges=layer_ridges, plots=rel, sources=sources, budget=budget,
-                                   verdicts=verdicts))
+                                   verdicts=verdicts, sections=sections))
     paths = [csv_path, md_path]
     if json_name:
         js = out / json_name

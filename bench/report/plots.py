@@ -435,7 +435,7 @@ def plot_all(records: Sequence[Record], out: Path, placements: Sequence[Any] = (
     roofline_<machine>_<device>.png per machine and device (when ``placements`` are given), and tpot_vs_context.png
     and kv_cache_vs_context.png when generate records hold several prompt lengths (report.generate)."""
     from archbench.bench.analyze.merge import machine_labels
-    from archbench.bench.report.roofline import peaks_for
+    from archbench.bench.analyze.roofline import peaks_for
 
     out.mkdir(parents=True, exist_ok=True)
     paths = [
@@ -456,10 +456,4 @@ def plot_all(records: Sequence[Record], out: Path, placements: Sequence[Any] = (
             label = f"{labels.get(machine, machine)} / {device}"
             pk = peaks_for(rec, peaks) if rec is not None else None
             paths.append(plot_roofline(pts, pk, label, out / f"roofline_{_slug(label)}.png"))
-    from archbench.bench.report.generate import plot_context
-
-    paths += plot_context(records, out)  # --mode generate: TPOT and KV cache against context, when swept
-    from archbench.bench.report.serving import plot_load_curves
-
-    paths += plot_load_curves(records, out)  # --scenario server: p99 against offered load, measured and predicted
     return [p for p in paths if p is not None]

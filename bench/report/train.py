@@ -1,6 +1,6 @@
 """The training section of report.md (records of ``archbench run --mode train``): step time, samples/s, the
 memory split, time to train, and the trials of a ``--find-max-batch`` search. Formatting only; called by
-``archbench.bench.report.markdown.markdown``. Does not import archbench.bench.modes.train (which imports torch)."""
+``archbench.bench.report.markdown.markdown``. Does not import archbench.bench.measure.train_step (which imports torch)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from tabulate import tabulate
 from archbench.bench.record import Record
 from archbench.bench.report.format import num
 
-MODE_TRAIN, MODE_TRIAL = "train", "maxbatch-trial"  # archbench.bench.modes.train.MODE_TRAIN / MODE_TRIAL
+MODE_TRAIN, MODE_TRIAL = "train", "maxbatch-trial"  # archbench.bench.measure.train_step.MODE_TRAIN / MODE_TRIAL
 
 TRAIN_COLS = ["model", "runtime", "precision", "optimizer", "batch", "status", "step p50 ms", "samples/s",
               "peak MiB", "baseline", "params", "grads", "opt state", "activations", "act/sample",

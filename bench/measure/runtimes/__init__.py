@@ -19,7 +19,7 @@ What a runtime class declares (class attributes), and so owns — nothing outsid
 - ``package``: the distribution whose version goes into every record it measures (``runtime_version``);
 - ``extra``: the pip extra that installs it, for the one-line error when it is missing;
 - ``generates``: whether ``--mode generate`` applies: after ``prepare``, ``decoder(model, prompt_len, new_tokens)``
-  returns the object the generation loop drives (archbench.bench.modes.generate.Decoder: ``convert`` a numpy
+  returns the object the generation loop drives (archbench.bench.measure.harness.Decoder: ``convert`` a numpy
   prompt, ``prefill`` it to the first token, ``decode`` one token to the next, ``tokens`` back to numpy, ``sync``,
   ``kv_itemsize``); a runtime that does not generate makes those cells *skipped*.
 

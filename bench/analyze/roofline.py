@@ -26,7 +26,6 @@ MACs (its MACs minus its children's) over its own weights + its input and output
 
 from __future__ import annotations
 
-import functools
 import json
 import math
 from collections.abc import Callable, Iterable, Sequence
@@ -34,17 +33,39 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-# Peaks and their measurement live in archbench.bench.machine.peaks (shared with `archbench kernels`).
-from archbench.bench.machine.peaks import Peaks, measure_peaks  # noqa: F401
 from archbench.bench.record import Record
 
 PEAKS_FILE = "peaks.json"
 
+
+@dataclass(frozen=True)
+class Peaks:
+    """Measured peaks (machine.peaks.measure_peaks) of one device at one thread count and matmul dtype (fields as cached in peaks.json)."""
+
+    device: str  # cpu | cuda
+    threads: int  # torch intra-op threads during the measurement
+    flops_per_s: float  # best 2 n^3 / t of an (n, n) @ (n, n) matmul in ``dtype``
+    bytes_per_s: float  # best 2 B / t of a B-byte copy (read + write)
+    matmul_n: int
+    copy_mib: float  # B / 2^20
+    hostname: str = ""
+    cpu_model: str = ""
+    gpu_name: str = ""
+    measured_at: str = ""
+    dtype: str = "fp32"  # of the matmul (fp32 | fp16 | bf16); peaks.json files from before this field are fp32
+
+    @property
+    def ridge(self) -> float:
+        """Arithmetic intensity (FLOP/byte) where the bandwidth roof meets the compute roof."""
+        return self.flops_per_s / self.bytes_per_s
+
+    def roof(self, intensity: float) -> float:
+        """Attainable FLOP/s at ``intensity`` FLOP/byte: min(peak FLOP/s, I x peak bytes/s) (Williams et al. 2009)."""
+        return min(self.flops_per_s, intensity * self.bytes_per_s)
+
 # Bytes per element of the dtype names records carry (Record.input_dtype is torch's name without "torch.").
 _ITEMSIZE = {"float32": 4, "float": 4, "float16": 2, "half": 2, "bfloat16": 2, "float64": 8, "double": 8,
              "int64": 8, "long": 8, "int32": 4, "int": 4, "int16": 2, "int8": 1, "uint8": 1, "bool": 1}
-# Bytes per element of a float output at each precision (an int8 model dequantizes its outputs to fp32).
-_OUT_ITEMSIZE = {"fp16": 2, "bf16": 2, "fp32": 4}
 
 
 # ----------------------------------------------------------------------------------------------------- peaks.json
@@ -64,7 +85,7 @@ def save_peaks(path: Path, peaks: Iterable[Peaks]) -> None:
     merged: dict[tuple, Peaks] = {}
     for p in [*load_peaks(path), *peaks]:
         merged[(p.hostname, p.cpu_model, p.gpu_name, p.device, p.threads)] = p
-    doc = {"about": "measured peaks of archbench.bench.report.roofline.measure_peaks: fp32 matmul FLOP/s and copy bytes/s",
+    doc = {"about": "measured peaks of archbench.bench.analyze.roofline.measure_peaks: fp32 matmul FLOP/s and copy bytes/s",
            "peaks": [asdict(p) for p in merged.values()]}
     from archbench.bench.atomic import atomic_write
 
@@ -100,48 +121,6 @@ def input_bytes(record: Record) -> int | None:
     return numel * _ITEMSIZE.get(str(dtype), 4)
 
 
-@functools.lru_cache(maxsize=256)
-def _zoo_output_bytes_per_sample(model: str, knobs: str) -> int | None:
-    """Output bytes of one fp32 forward at batch 1 of a zoo model, from a meta-device forward (no memory, no
-    compute: only shapes). None for names outside the zoo or a forward meta tensors cannot run."""
-    try:
-        import torch
-
-        from archbench.models import create_model, get_entry
-
-        get_entry(model)
-        kw = json.loads(knobs) if knobs else {}
-        with torch.device("meta"):
-            m = create_model(model, **kw).eval()
-            spec = m.input_spec.with_batch(1)
-            x = torch.empty(spec.shape, dtype=spec.dtype)
-            with torch.inference_mode():
-                y = m(x)
-    except Exception:  # not a zoo model, or an op without a meta kernel: the estimate goes without outputs
-        return None
-    outs = [y] if isinstance(y, torch.Tensor) else [t for t in _flat(y) if isinstance(t, torch.Tensor)]
-    return sum(t.numel() * 4 for t in outs)
-
-
-def _flat(x: Any) -> list[Any]:
-    if isinstance(x, (list, tuple)):
-        return [t for item in x for t in _flat(item)]
-    if isinstance(x, dict):
-        return [t for item in x.values() for t in _flat(item)]
-    return [x]
-
-
-def output_bytes(record: Record, zoo: bool = True) -> int | None:
-    """Bytes of the outputs of one forward (records do not carry them): for zoo models, a meta-device forward's
-    output shapes x batch, at 2 bytes per element for fp16/bf16 and 4 otherwise; None otherwise."""
-    if not zoo:
-        return None
-    per = _zoo_output_bytes_per_sample(record.model, record.knobs or "")
-    if per is None:
-        return None
-    return per // 4 * _OUT_ITEMSIZE.get(record.precision, 4) * int(record.batch or 1)
-
-
 @dataclass(frozen=True)
 class Placement:
     """Where one measured cell sits on its device's roofline."""
@@ -173,16 +152,20 @@ class Placement:
         return self.achieved_flops_per_s / self.roof_flops_per_s if self.roof_flops_per_s else None
 
 
-def place(records: Iterable[Record], peaks: Sequence[Peaks] = (), zoo_outputs: bool = True) -> list[Placement]:
+def place(records: Iterable[Record], peaks: Sequence[Peaks] = (),
+          outputs: Callable[[Record], int | None] | None = None) -> list[Placement]:
     """Roofline placements of the ok inference records that have FLOPs, a p50 and a size (a training step's
     FLOPs are not the forward's, so mode train is left out), and of generate records' decode step (``model
-    decode``: its FLOPs over its ``decode_bytes``, weights less the embedding table + the KV cache it reads)."""
+    decode``: its FLOPs over its ``decode_bytes``, weights less the embedding table + the KV cache it reads).
+    ``outputs(record)``: the bytes of one forward's outputs (records do not carry them; measure.profile.output_bytes
+    reads a zoo model's from a meta-device forward); None or its None: left out of the estimate."""
+    from archbench.bench.analyze.generation import is_generation
     from archbench.bench.env import fingerprint
 
     out = []
     for r in records:
         # A generate record is placed as one decode step: its FLOPs, and the bytes it reads (modes.generate).
-        decode = (r.mode or "infer") == "generate" and bool(r.decode_bytes)
+        decode = is_generation(r) and bool(r.decode_bytes)
         if not r.ok or not r.flops or not r.latency_p50_ms or r.size_mib is None or \
                 ((r.mode or "infer") != "infer" and not decode):
             continue
@@ -191,7 +174,7 @@ def place(records: Iterable[Record], peaks: Sequence[Peaks] = (), zoo_outputs: b
             model=r.model + (f" decode (prompt {r.prompt_len})" if decode else ""), runtime=r.runtime, precision=r.precision,
             batch=int(r.batch or 1), device=r.device, machine=fingerprint(r), flops=int(r.flops),
             weight_bytes=int(r.decode_bytes) if decode else int(float(r.size_mib) * 2**20),
-            input_bytes=0 if decode else input_bytes(r) or 0, output_bytes=0 if decode else output_bytes(r, zoo_outputs),
+            input_bytes=0 if decode else input_bytes(r) or 0, output_bytes=0 if decode else (outputs(r) if outputs else None),
             achieved_flops_per_s=r.flops / (r.latency_p50_ms * 1e-3),  # FLOPs per forward / p50 seconds
             roof_flops_per_s=None, bound="?",
         )
@@ -220,39 +203,6 @@ class LayerBound:
         return self.weight_bytes + self.activation_bytes
 
 
-def module_bytes(model: Any, inputs: tuple[Any, ...]) -> dict[str, tuple[int, int]]:
-    """Per named module: (own parameter + buffer bytes, input + output tensor bytes of its (last) call).
-
-    Forward hooks on every module for one forward; the handles are removed in ``finally``."""
-    import torch
-
-    acts: dict[str, int] = {}
-    handles = []
-
-    def nbytes(x: Any) -> int:
-        return sum(t.numel() * t.element_size() for t in _flat(x) if isinstance(t, torch.Tensor))
-
-    def hook(name: str) -> Callable[..., None]:
-        def fn(mod: Any, args: Any, out: Any) -> None:
-            acts[name] = nbytes(args) + nbytes(out)
-
-        return fn
-
-    try:
-        for name, mod in model.named_modules():
-            handles.append(mod.register_forward_hook(hook(name)))
-        with torch.inference_mode():
-            model(*inputs)
-    finally:
-        for h in handles:
-            h.remove()
-    out = {}
-    for name, mod in model.named_modules():
-        own = [*mod.parameters(recurse=False), *mod.buffers(recurse=False)]
-        out[name] = (sum(t.numel() * t.element_size() for t in own), acts.get(name, 0))
-    return out
-
-
 def classify_layers(profile: Any, bytes_by_module: dict[str, tuple[int, int]], ridge: float) -> list[LayerBound]:
     """Modules of ``profile`` (a archbench.bench.measure.profile.Profile) that do MACs of their own, classified against ``ridge``
     (FLOP/byte): memory-bound when 2 x own MACs / (own weights + input + output bytes) < ridge. Largest first."""
@@ -271,20 +221,3 @@ def classify_layers(profile: Any, bytes_by_module: dict[str, tuple[int, int]], r
         ai = 2 * own / (w + a) if w + a else math.inf
         out.append(LayerBound(name or "(model)", r.type, own, w, a, ai, "memory" if ai < ridge else "compute"))
     return sorted(out, key=lambda lb: -lb.macs)
-
-
-def zoo_layer_bounds(model: str, knobs: str, ridge: float) -> list[LayerBound] | None:
-    """classify_layers for a zoo model at batch 1, fp32; None when ``model`` is not in the zoo."""
-    import torch
-
-    from archbench.bench.measure.profile import profile_module
-    from archbench.models import create_model, get_entry
-
-    try:
-        get_entry(model)
-    except ValueError:
-        return None
-    m = create_model(model, **(json.loads(knobs) if knobs else {})).eval()
-    x = m.input_spec.make(batch=1, generator=torch.Generator().manual_seed(0))
-    prof = profile_module(m, (x,), name=model, time_ops=False)
-    return classify_layers(prof, module_bytes(m, (x,)), ridge)
