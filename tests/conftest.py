@@ -19,6 +19,8 @@ sys.path[:] = [p for p in sys.path if p not in ("", ".", ROOT) and os.path.abspa
 # (Python >= 3.11) keeps the current folder and the script's folder off sys.path in children. archbench's own
 # entry points do not rely on it; tests/test_layout.py runs them without it from a folder with its own kernels/.
 os.environ["PYTHONSAFEPATH"] = "1"
+# The shared helpers (tests_helpers, userfactories, ...) live here, beside the folders that mirror the package.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 # pytest-benchmark's default storage is ./.benchmarks, relative to wherever pytest runs. This repository's baseline
 # is committed in results/benchmarks/ (results/benchmarks/README.md), so that is the storage unless

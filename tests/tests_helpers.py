@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any
 
 from archbench.bench.record import Record
 
-sys.path.insert(0, str(Path(__file__).parent))
+TESTS = Path(__file__).resolve().parent  # where userfactories.py and the other helpers live (tests/conftest.py puts
+ROOT = TESTS.parent  # it on sys.path); the repository
+FIX = TESTS / "fixtures"
 
 
 def make_record(**fields: Any) -> Record:

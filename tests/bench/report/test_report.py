@@ -11,7 +11,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from tests_helpers import make_record
+from tests_helpers import FIX, make_record
 
 from archbench.bench.analyze.budgets import CellVerdict
 from archbench.bench.analyze.findings import macs_mispredictions, precision_slowdowns, runtime_winners
@@ -29,7 +29,6 @@ from archbench.bench.record import CSV_FIELDS, SCHEMA_VERSION, Record, read_json
 from archbench.bench.report.markdown import markdown, report_json, write_reports
 from archbench.bench.report.tables import TABLE_COLS, family_tables, table_rows
 
-FIX = Path(__file__).parent / "fixtures"
 RUN = FIX / "synthetic_run.jsonl"
 SERVER = FIX / "synthetic_server.jsonl"
 PEAKS = FIX / "synthetic_peaks.json"

@@ -12,13 +12,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from tests_helpers import TESTS
 
 from archbench.bench.analyze.stats import summarize
 from archbench.bench.measure.engine import RunSpec, run
 from archbench.bench.measure.harness import StopRule, measure
 from archbench.bench.record import read_jsonl
 
-TESTS = Path(__file__).parent
 FAST = StopRule(warmup_iters=2, warmup_s=0.0, min_iters=5, min_time_s=0.05, max_time_s=2.0)
 
 

@@ -17,11 +17,11 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
+from tests_helpers import ROOT
 from torch import nn
 
 from archbench.kernels import _common
@@ -39,7 +39,6 @@ HAS_CUDA = torch.cuda.is_available()
 DEVICE = "cuda" if HAS_CUDA else "cpu"
 needs_cuda = [pytest.mark.skipif(not HAS_CUDA, reason="bf16 arithmetic needs a CUDA GPU (the interpreter lacks it)"),
               pytest.mark.gpu]
-ROOT = Path(__file__).resolve().parents[1]
 needs_triton = pytest.mark.skipif(not _common.HAS_TRITON, reason="triton is not installed")
 
 pytestmark = needs_triton

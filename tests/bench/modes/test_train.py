@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from tests_helpers import TESTS
 
 from archbench.bench.cell import Options
 from archbench.bench.cli.main import main
@@ -19,7 +20,6 @@ from archbench.bench.modes.maxbatch import find_max_batch, run_search
 from archbench.bench.record import read_records
 from archbench.models import create_model
 
-TESTS = Path(__file__).parent
 FAST = StopRule(warmup_iters=1, warmup_s=0.0, min_iters=3, min_time_s=0.02, max_time_s=2.0)
 
 

@@ -20,13 +20,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from tests_helpers import FIX, TESTS
 
 from archbench.bench.cli.main import main
 from archbench.bench.record import Record, append_jsonl, read_records
 
-FIX = Path(__file__).parent / "fixtures"
 RUN = FIX / "synthetic_run.jsonl"
-TESTS = Path(__file__).parent
 
 
 @contextlib.contextmanager

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from tests_helpers import make_record
+from tests_helpers import FIX, make_record
 
 from archbench.bench.analyze.compare import Threshold, compare, compare_pair, pair_cells, parse_fail_on
 from archbench.bench.analyze.merge import load_records
@@ -18,7 +18,6 @@ from archbench.bench.cli.main import main
 from archbench.bench.errors import UsageError
 from archbench.bench.report.compare import verdict
 
-FIX = Path(__file__).parent / "fixtures"
 BASE, NEW = FIX / "synthetic_base.jsonl", FIX / "synthetic_new.jsonl"
 OTHER_ENV, OLD_SCHEMA = FIX / "synthetic_new_other_env.jsonl", FIX / "synthetic_old_schema.jsonl"
 GATE = "p95_ms:+10%,throughput_sps:-5%,peak_rss_mib:+20%"

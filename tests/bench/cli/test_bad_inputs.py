@@ -10,10 +10,10 @@ import shutil
 from pathlib import Path
 
 import pytest
+from tests_helpers import FIX, TESTS
 
 from archbench.bench.cli.main import main
 
-FIX = Path(__file__).parent / "fixtures"
 RUN = FIX / "synthetic_run.jsonl"  # schema 1 records of a synthetic machine (tests/fixtures/README.md)
 ONE_LINE = re.compile(r"^archbench( [a-z]+)?: error: ")
 
@@ -308,7 +308,7 @@ def test_user_code_is_reported_not_obeyed(factory: str, message: str, monkeypatc
                                           capsys: pytest.CaptureFixture[str]) -> None:
     """A factory calling sys.exit() or raising KeyboardInterrupt does not end archbench; colour codes it prints into
     its message do not reach the terminal or a record; a two-input forward is told what to do."""
-    monkeypatch.chdir(Path(__file__).parent)
+    monkeypatch.chdir(TESTS)
     assert main(["profile", f"userfactories:{factory}"]) == 2
     err = capsys.readouterr().err
     assert message in err and "\x1b" not in err and len(err.strip().splitlines()) == 1, err

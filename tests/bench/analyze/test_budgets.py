@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from tests_helpers import make_record
+from tests_helpers import ROOT, make_record
 
 from archbench.bench.analyze import orderstats
 from archbench.bench.analyze.budgets import (
@@ -29,8 +29,6 @@ from archbench.bench.analyze.budgets import (
 )
 from archbench.bench.errors import UsageError
 from archbench.bench.record import Record
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def archbench(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:

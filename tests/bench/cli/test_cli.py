@@ -10,10 +10,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from tests_helpers import ROOT, TESTS
 
 from archbench.bench.cli.main import main
-
-TESTS = Path(__file__).parent
 
 
 def archbench(*args: str, cwd: Path = TESTS, timeout: float = 300) -> subprocess.CompletedProcess:
@@ -127,7 +126,7 @@ def test_an_unwritable_out_is_one_line_and_exit_3(tmp_path, cmd) -> None:
     """--out under a file (the OS refuses): one `archbench: error:` line naming the path, exit 3, no traceback."""
     f = tmp_path / "a_file"
     f.write_text("")
-    root = Path(__file__).resolve().parent.parent
+    root = ROOT
     proc = archbench(*[c.format(f=f, root=root) for c in cmd])
     err = [ln for ln in proc.stderr.splitlines() if ln.startswith("archbench: error:")]
     assert proc.returncode == 3 and len(err) == 1 and str(f) in err[0], proc.stderr

@@ -13,11 +13,11 @@ from dataclasses import asdict
 from pathlib import Path
 
 import pytest
+from tests_helpers import TESTS
 
 from archbench.bench.cell import QUICK, Cell, Job, Options, StopRule, canonical_knobs
 from archbench.bench.record import SCHEMA_VERSION, Record, SchemaError, append_jsonl, read_records
 
-TESTS = Path(__file__).parent
 ARCHBENCH = [sys.executable, "-m", "archbench.bench.cli.main"]
 FAST = ["--min-time", "0.05", "--min-iters", "5", "--threads", "1", "--repetitions", "2"]
 

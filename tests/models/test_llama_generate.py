@@ -10,17 +10,16 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
+from tests_helpers import ROOT
 from torch.export import Dim, export
 
 from archbench.models import create_model
 from archbench.models.llama import Llama, generate, kv_cache_bytes
 
-ROOT = Path(__file__).resolve().parent.parent
 NEW = 9
 
 # (model, knobs, batch, prompt length)
