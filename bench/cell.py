@@ -42,8 +42,53 @@ def canonical_knobs(knobs: dict[str, Any] | None) -> str:
 
 
 @dataclass(frozen=True)
+class TrainOptions:
+    """``--mode train`` (archbench.bench.modes.train, measure.train_step)."""
+
+    optimizer: str = ""  # adamw | sgd
+    train_samples: int | None = None
+    mem_cap_mib: float | None = None
+    find_max_batch: bool = False
+    max_batch_limit: int | None = None
+
+    def __post_init__(self) -> None:
+        _counts(self, train_samples=1, max_batch_limit=1)
+        if self.mem_cap_mib is not None and not (_number(self.mem_cap_mib) and self.mem_cap_mib > 0):
+            raise ValueError(f"mem_cap_mib {self.mem_cap_mib!r}: expected a finite number > 0")
+
+
+@dataclass(frozen=True)
+class GenerateOptions:
+    """``--mode generate`` (archbench.bench.modes.generate); the prompt is the model's example input (its seq_len)."""
+
+    new_tokens: int = 0  # tokens generated per timed generation: 1 from the prefill, new_tokens - 1 decode steps
+
+    def __post_init__(self) -> None:
+        _counts(self, new_tokens=0)
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    """Serving scenarios (archbench.bench.modes.serve; scenario.Rules: 0 = the scenario's default)."""
+
+    min_duration_s: float = 0.0
+    min_queries: int = 0
+    tolerance: float = 0.0
+    find_max_qps: str = ""  # the SLA of a --find-max-qps search ("" none)
+    max_qps_rel_tol: float = 0.0
+
+    def __post_init__(self) -> None:
+        _counts(self, min_queries=0)
+        for name in ("min_duration_s", "tolerance", "max_qps_rel_tol"):  # 0: the default
+            v = getattr(self, name)
+            if not (_number(v) and v >= 0 and (name == "min_duration_s" or v < 1)):
+                raise ValueError(f"{name} {v!r}: expected a finite number >= 0" + ("" if name == "min_duration_s"
+                                                                                  else " and < 1"))
+
+
+@dataclass(frozen=True)
 class Options:
-    """How a cell is measured, not what it is (so not part of its key)."""
+    """How a cell is measured, not what it is (so not part of its key): what every mode reads, then each mode's own."""
 
     input_shape: tuple[int, ...] | None = None  # overrides the model's example input (batch dim included)
     dtype: str | None = None  # of that input
@@ -54,34 +99,15 @@ class Options:
     calib_batches: int | None = None
     calib_batch_size: int | None = None
     metric_hook: str | None = None  # pkg.mod:fn task metric (archbench.bench.measure.hooks)
-    # --- mode train (archbench.bench.modes.train)
-    optimizer: str = ""  # adamw | sgd
-    train_samples: int | None = None
-    mem_cap_mib: float | None = None
-    find_max_batch: bool = False
-    max_batch_limit: int | None = None
-    # --- mode generate (archbench.bench.modes.generate); the prompt is the model's example input (its seq_len)
-    new_tokens: int = 0  # tokens generated per timed generation: 1 from the prefill, new_tokens - 1 decode steps
-    # --- serving scenarios (archbench.bench.scenario.Rules: 0 = the scenario's default; modes.maxqps)
-    serve_min_duration_s: float = 0.0
-    serve_min_queries: int = 0
-    serve_tolerance: float = 0.0
-    find_max_qps: str = ""  # the SLA of a --find-max-qps search ("" none)
-    max_qps_rel_tol: float = 0.0
+    train: TrainOptions = field(default_factory=TrainOptions)
+    generate: GenerateOptions = field(default_factory=GenerateOptions)
+    serve: ServeOptions = field(default_factory=ServeOptions)
 
     def __post_init__(self) -> None:  # the Python API checks what the CLI checks (archbench.bench.cli.argtypes)
         if self.input_shape is not None and (not self.input_shape or not all(_whole(d) and d >= 1
                                                                            for d in self.input_shape)):
             raise ValueError(f"input_shape {self.input_shape!r}: expected positive whole numbers")
-        _counts(self, input_sets=1, fidelity_samples=0, calib_batches=1, calib_batch_size=1, train_samples=1,
-                max_batch_limit=1, new_tokens=0, serve_min_queries=0)
-        for name in ("serve_min_duration_s", "serve_tolerance", "max_qps_rel_tol"):  # 0: the default
-            v = getattr(self, name)
-            if not (_number(v) and v >= 0 and (name == "serve_min_duration_s" or v < 1)):
-                raise ValueError(f"{name} {v!r}: expected a finite number >= 0" + ("" if name == "serve_min_duration_s"
-                                                                                  else " and < 1"))
-        if self.mem_cap_mib is not None and not (_number(self.mem_cap_mib) and self.mem_cap_mib > 0):
-            raise ValueError(f"mem_cap_mib {self.mem_cap_mib!r}: expected a finite number > 0")
+        _counts(self, input_sets=1, fidelity_samples=0, calib_batches=1, calib_batch_size=1)
 
 
 def _whole(v: Any) -> bool:
@@ -200,5 +226,11 @@ def _cell_from_dict(d: dict[str, Any]) -> Cell:
     opts = dict(d.pop("options") or {})
     if opts.get("input_shape") is not None:
         opts["input_shape"] = tuple(opts["input_shape"])
-    known = {f.name for f in fields(Options)}
-    return Cell(options=Options(**{k: v for k, v in opts.items() if k in known}), **d)
+    for name, cls in (("train", TrainOptions), ("generate", GenerateOptions), ("serve", ServeOptions)):
+        opts[name] = cls(**_known(cls, opts.get(name) or {}))
+    return Cell(options=Options(**_known(Options, opts)), **d)
+
+
+def _known(cls: type, d: dict[str, Any]) -> dict[str, Any]:
+    names = {f.name for f in fields(cls)}
+    return {k: v for k, v in d.items() if k in names}

@@ -5,6 +5,20 @@ from __future__ import annotations
 
 import re
 
+# Every exit code of the archbench command, in one place (the CLI's epilog and docs/reference/exit-codes.md read it).
+EXIT_CODES: dict[str, str] = {
+    "0": "everything ran; no budget FAIL, no gated regression",
+    "1": "a check failed: a cell failed, a budget FAIL or ERROR (INCONCLUSIVE too with --strict), a gated regression",
+    "2": "bad input: one `archbench: error:` line naming the value and what is allowed (--debug: the traceback); "
+         "also another run holding the same --out",
+    "3": "the OS refused a read or write (a full disk, a read-only folder, an --out that is a file): one line naming "
+         "the path and the reason",
+    "4": "an internal error (a bug in archbench): one line; --debug shows the traceback",
+    "130 / 143 / 129": "stopped by SIGINT (Ctrl-C) / SIGTERM / SIGHUP; finished records kept, --resume continues",
+}
+EXIT_OS_ERROR = 3
+EXIT_INTERNAL = 4
+
 
 class UsageError(Exception):
     """Bad input from the user (unknown model, malformed shape, factory that raises...)."""

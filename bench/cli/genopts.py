@@ -70,7 +70,8 @@ def check(new_tokens: int, lens: list[int]) -> None:
 
 
 def from_args(args: argparse.Namespace, mode: str) -> dict[str, Any]:
-    """Options for --mode generate ({"new_tokens": N}); UsageError for a flag that cannot apply or a bad value."""
+    """Options for --mode generate ({"generate": GenerateOptions}); UsageError for a flag that cannot apply or a bad
+    value."""
     given = [f for f, k in (("--prompt-len", "prompt_len"), ("--new-tokens", "new_tokens"))
              if getattr(args, k, None) is not None]
     if mode != "generate":
@@ -80,7 +81,9 @@ def from_args(args: argparse.Namespace, mode: str) -> dict[str, Any]:
     n = getattr(args, "new_tokens", None)
     n = DEFAULT_NEW_TOKENS if n is None else n
     check(n, prompt_lens(getattr(args, "prompt_len", None)))
-    return {"new_tokens": n}
+    from archbench.bench.cell import GenerateOptions
+
+    return {"generate": GenerateOptions(new_tokens=n)}
 
 
 def variants(args: argparse.Namespace, models: list[str], knobs: dict[str, Any],
@@ -114,7 +117,7 @@ def check_resume(spec: Any) -> None:
         return
     path = spec.out / "repetitions.jsonl"
     seen = {r.new_tokens for r in read_records(path) if r.mode == "generate"} if path.exists() else set()
-    other = sorted(n for n in seen if n is not None and n != spec.options.new_tokens)
+    other = sorted(n for n in seen if n is not None and n != spec.options.generate.new_tokens)
     if other:
         raise UsageError(f"{spec.out} measured --new-tokens {other[0]}; --resume it with the same value, or choose "
                          "another --out")

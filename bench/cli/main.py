@@ -20,7 +20,7 @@ from archbench.bench.cli.options import (  # noqa: F401  (re-exported for sweep 
 )
 from archbench.bench.cli.run import _progress, cmd_run, spec_from_args  # noqa: F401  (re-exported)
 from archbench.bench.cli.zoo import cmd_list, cmd_profile
-from archbench.bench.errors import UsageError, one_line_text
+from archbench.bench.errors import EXIT_CODES, EXIT_INTERNAL, EXIT_OS_ERROR, UsageError, one_line_text
 from archbench.bench.measure.runtimes import RUNTIMES
 from archbench.bench.report.format import FORMATS
 
@@ -41,9 +41,8 @@ EPILOG = """examples:
   archbench plan runs/x --qps 500 --sla "p99_ms<=20"             executors for a QPS, from single-stream runs
   archbench kernels --quick                       fused Triton kernels vs PyTorch (GPU; interpreter checks on CPU)
 
-exit codes: 0 ok, 1 a check failed, 2 bad input (one line on stderr; --debug for the traceback),
-3 the OS refused a read or write (a file where a folder should be, a full disk, no permission),
-4 an internal error (a bug: one line, --debug for the traceback), 130/143/129 stopped by SIGINT/SIGTERM/SIGHUP"""
+exit codes:
+""" + "\n".join(f"  {code:<16} {what}" for code, what in EXIT_CODES.items())
 
 # ----------------------------------------------------------------------------------------------------- main
 
@@ -144,7 +143,7 @@ def _add_module_commands(sub: Any) -> None:
     import importlib
 
     table: list[tuple[str, str, str]] = [
-        ("kernels", "archbench.bench.kernels.run", "microbenchmark and check the fused Triton kernels"),
+        ("kernels", "archbench.bench.cli.kernels", "microbenchmark and check the fused Triton kernels"),
         ("report", "archbench.bench.cli.report", "markdown, CSV, JSON and plots from runs' records, across machines"),
         ("compare", "archbench.bench.cli.compare", "compare two runs cell by cell, with significance tests and --fail-on"),
         ("check", "archbench.bench.cli.check", "judge recorded cells against a budget: PASS / FAIL / INCONCLUSIVE"),
@@ -161,8 +160,6 @@ def _add_module_commands(sub: Any) -> None:
         p.set_defaults(func=mod.run)
 
 
-EXIT_OS_ERROR = 3  # the OS refused a read or write (distinct from 1, a failed check, and 2, bad input)
-EXIT_INTERNAL = 4  # an error archbench did not expect: a bug (one line; --debug shows the traceback)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -109,7 +109,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     budget = budget_args.budget_from_args(args)  # a malformed budget is exit 2 before any cell runs
     budget_args.check_precisions(args.precision)
-    spec.options = replace(spec.options, **budget_args.options_from_args(args))
+    spec = replace(spec, options=replace(spec.options, **budget_args.options_from_args(args)))
     if (spec.out / "records.jsonl").exists() and not spec.resume:
         raise UsageError(f"{spec.out / 'records.jsonl'} exists; pass --resume to continue it or choose another --out")
     genopts.check_resume(spec)  # --mode generate: new_tokens is one value per run, not part of a cell's key
@@ -126,11 +126,11 @@ def cmd_run(args: argparse.Namespace) -> int:
           f"{f' + {len(spec.scenarios)} serving scenario(s)' if spec.scenarios else ''}) on {spec.device}, "
           f"{spec.resolved_threads()} threads, {reps} each, interleaved -> {spec.out}", file=sys.stderr)
     bar = _progress(n_cells * spec.repetitions)
-    if spec.options.find_max_batch:  # trials per group are not known in advance: no total, no bar
+    if spec.options.train.find_max_batch:  # trials per group are not known in advance: no total, no bar
         print(f"archbench run: --find-max-batch, {spec.mode} mode: one search per model x runtime x precision, "
               f"starting at batch {min(spec.batches)}", file=sys.stderr)
         bar = lambda msg, i, n: print(f"[{i}] {msg}", file=sys.stderr, flush=True)  # noqa: E731
-    if spec.options.find_max_qps:  # nor are a max-QPS search's
+    if spec.options.serve.find_max_qps:  # nor are a max-QPS search's
         bar = lambda msg, i, n: print(f"[{i}] {msg}", file=sys.stderr, flush=True)  # noqa: E731
 
     def progress(rec: Any, i: int, total: int) -> None:
@@ -151,11 +151,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     interrupted = 0
     _signals_interrupt()
     try:
-        if spec.options.find_max_batch:
+        if spec.options.train.find_max_batch:
             from archbench.bench.modes.maxbatch import run_search
 
             run_search(spec, progress=progress)
-        elif spec.options.find_max_qps:
+        elif spec.options.serve.find_max_qps:
             from archbench.bench.modes.maxqps import run_search as search_qps
 
             search_qps(spec, progress=progress)

@@ -120,9 +120,11 @@ def apply(args: argparse.Namespace, spec: Any) -> Any:
             s = Scenario(kind, executors=e, executor_threads=threads, max_batch=b, queue_delay_ms=d, **kw)
             if (kind, s.descriptor()) not in cells:
                 cells.append((kind, s.descriptor()))
-    options = replace(spec.options, serve_min_duration_s=args.min_duration or 0.0,
-                      serve_min_queries=args.min_queries or 0, serve_tolerance=args.qps_tolerance or 0.0,
-                      find_max_qps=args.sla or "", max_qps_rel_tol=args.max_qps_tol or 0.0)
+    from archbench.bench.cell import ServeOptions
+
+    options = replace(spec.options, serve=ServeOptions(
+        min_duration_s=args.min_duration or 0.0, min_queries=args.min_queries or 0, tolerance=args.qps_tolerance or 0.0,
+        find_max_qps=args.sla or "", max_qps_rel_tol=args.max_qps_tol or 0.0))
     batches = spec.batches if "single-stream" in chosen else []
     return replace(spec, scenarios=cells, options=options, batches=batches)
 

@@ -119,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.out:
         base_args.out = str(Path("runs") / datetime.now().strftime("sweep-%Y%m%d-%H%M%S"))
     base = spec_from_args(base_args)
-    base.options = replace(base.options, **options_from_args(args))
+    base = replace(base, options=replace(base.options, **options_from_args(args)))
     jsonl = base.out / "records.jsonl"
     if jsonl.exists() and not base.resume:
         raise UsageError(f"{jsonl} exists; pass --resume to continue it or choose another --out")
@@ -142,15 +142,11 @@ def run(args: argparse.Namespace) -> int:
         if base.cluster is not None and not base.variants:
             # On a cluster, one run of every variant: each round's jobs (variants x runtimes x precisions) go to
             # the nodes at once, instead of one variant's few jobs at a time.
-            spec = copy.copy(base)
-            spec.variants = {args.model: [dict(k) for k in combos]}
-            engine.run(spec, progress=progress)
+            engine.run(replace(base, variants={args.model: [dict(k) for k in combos]}), progress=progress)
         else:
             for i, knobs in enumerate(combos):
-                spec = copy.copy(base)
-                spec.knobs = dict(knobs)
-                spec.resume = base.resume or i > 0  # one records.jsonl for the whole sweep
-                engine.run(spec, progress=progress)
+                # one records.jsonl for the whole sweep
+                engine.run(replace(base, knobs=dict(knobs), resume=base.resume or i > 0), progress=progress)
     except KeyboardInterrupt:
         interrupted = True
         print("\narchbench: interrupted; finished cells are kept (re-run with --resume)", file=sys.stderr)

@@ -66,7 +66,7 @@ def default_runtimes(args: argparse.Namespace) -> str:
 
 
 def from_args(args: argparse.Namespace, models: list[str], runtimes: list[str]) -> tuple[str, dict[str, Any]]:
-    """(mode, train options for RunSpec.train); raises UsageError on a flag that cannot apply."""
+    """(mode, {"train": TrainOptions} or the generate options) for Options; UsageError on a flag that cannot apply."""
     from archbench.bench.measure.sources import is_onnx_ref
 
     # getattr: a command that reuses spec_from_args without these flags gets inference.
@@ -104,4 +104,6 @@ def from_args(args: argparse.Namespace, models: list[str], runtimes: list[str]) 
         train["find_max_batch"] = True
         if args.max_batch_limit is not None:
             train["max_batch_limit"] = args.max_batch_limit
-    return mode, train
+    from archbench.bench.cell import TrainOptions
+
+    return mode, {"train": TrainOptions(**train)}

@@ -37,7 +37,7 @@ from archbench.bench.atomic import atomic_write
 ROOT = Path(__file__).resolve().parents[2]  # the repository (bench/kernels/review.py)
 DEFAULT_OUT = ROOT / "results" / "kernels"
 TESTS = (  # (name, pytest arguments): the native kernel tests
-    ("kernels", ["tests/test_kernels.py"]),
+    ("kernels", ["tests/kernels/test_kernels.py"]),
     ("kernel-benchmarks", ["tests/benchmarks/test_bench_kernels.py", "-m", "gpu"]),
 )
 
@@ -217,8 +217,10 @@ def review(args: argparse.Namespace) -> int:
     """Run the review's steps (module docstring); returns the exit status."""
     import torch
 
-    from archbench.bench.kernels import run as kernelbench
+    from archbench.bench.kernels.cases import REVIEW_SHAPES, ShapeError, parse_shapes
     from archbench.bench.kernels.output import kernel_environment
+    from archbench.bench.kernels.run import KernelSpec
+    from archbench.bench.kernels.run import run as run_kernels
 
     if args.device == "cuda" and not torch.cuda.is_available():
         print("kernel_review: error: no CUDA device visible to torch. This review needs a GPU (H100/H200 for "
@@ -228,7 +230,7 @@ def review(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     steps: list[StepResult] = []
     if not args.skip_tests:
-        if (ROOT / "tests" / "test_kernels.py").exists():
+        if (ROOT / "tests" / "kernels" / "test_kernels.py").exists():
             steps += _run_tests(out, args.tests_timeout_s)
         else:
             print(f"kernel_review: tests not found under {ROOT} (installed without the repository): skipped",
@@ -239,10 +241,15 @@ def review(args: argparse.Namespace) -> int:
                       "--dtype", args.dtype]
         bench_args += (["--shapes", *args.shapes] if args.shapes else []) + (["--no-compile"] if args.no_compile
                                                                              else [])
-        parser = argparse.ArgumentParser()
-        kernelbench.add_arguments(parser)
+        try:
+            shapes = {**{k: list(v) for k, v in REVIEW_SHAPES.items()}, **parse_shapes(args.shapes)}
+        except ShapeError as e:
+            print(f"kernel_review: error: {e}", file=sys.stderr)
+            return 2
+        spec = KernelSpec(tuple(REVIEW_SHAPES), shapes, False, ("fwd", "fwd+bwd"), args.budget_s, dtype=args.dtype,
+                          compile=not args.no_compile, device=args.device, out=out, review=True)
         t0 = time.monotonic()
-        code = kernelbench.run(parser.parse_args(bench_args))
+        code = run_kernels(spec)
         written = tuple(str(out / f) for f in ("kernels.md", "kernels.csv", "kernels.json"))
         steps.append(StepResult("archbench kernels --review", "archbench kernels " + " ".join(bench_args), code,
                                 time.monotonic() - t0, written))

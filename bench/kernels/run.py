@@ -27,20 +27,18 @@ torch fallbacks: a check of the harness, not of the kernels.
 Exit status: 0 when every Triton row is ok, 1 when one of ours failed or mismatched (baseline failures are
 recorded, not fatal), 2 for a usage or environment error (one line on stderr).
 
-This module is the CLI wiring: ``add_arguments(parser)`` then ``run(args) -> int``; run directly with
-``python -m archbench.bench.kernels.run [--quick]``. The parts, for library use:
+``run(KernelSpec) -> int`` is the entry; the command's flags are archbench.bench.cli.kernels. The parts:
 
-    kernelbench_cases   shapes (defaults, review, --shapes parsing), the benches and their work (plan, build_bench)
-    kernelbench_sweep   checking and timing them into Rows (measure_bench, run_sweep, TimeBudget)
-    kernelbench_checks  the interpreter correctness checks (interpreter_checks, CheckRow)
-    kernelbench_output  environment block, tables, kernels.md / kernels.csv / kernels.json
-    peaks               the timers and the device's measured peaks (shared with the roofline)
-    kernel_review       the one-command GPU review: native tests, this review, targets, results/kernels/
+    kernels.cases    shapes (defaults, review, --shapes parsing), the benches and their work (plan, build_bench)
+    kernels.sweep    checking and timing them into Rows (measure_bench, run_sweep, TimeBudget)
+    kernels.checks   the interpreter correctness checks (interpreter_checks, CheckRow)
+    kernels.output   environment block, tables, kernels.md / kernels.csv / kernels.json
+    machine.peaks    the timers and the device's measured peaks (shared with the roofline)
+    kernels.review   the one-command GPU review: native tests, this review, targets, results/kernels/
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import dataclasses
 import json
@@ -52,7 +50,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from archbench.bench.kernels.cases import KERNELS, SHAPE_SYNTAX, format_shape
+from archbench.bench.kernels.cases import format_shape
 
 DTYPES = ("bf16", "fp16", "fp32")
 REVIEW_BUDGET_S = 420.0  # --review's default budget: the sweep plus peaks and start-up inside ~8 minutes
@@ -67,61 +65,8 @@ CPU_TIMING_NOTICE = (
     "speed-ups, budget, outputs."
 )
 
-EPILOG = """examples:
-  archbench kernels --quick                       short sweep (on a GPU); interpreter correctness checks on CPU
-  archbench kernels --review --out results/kernels  issue 20's target shapes, fwd and fwd+bwd, in ~7 minutes
-  archbench kernels --shapes attention=4x32x8192x128,4x32x8192x128:causal --direction fwd
-  archbench kernels --shapes rms_norm=16384x4096 conv_bn_act=8x64x56x56x64x3 --budget-s 120
-  archbench kernels --review --plan               list what would be measured, and exit
-
-shapes (--shapes KERNEL=SHAPE[,SHAPE...] ...; only the named kernels run unless --kernels says otherwise):
-""" + "\n".join(f"  {k:<12} {v}" for k, v in SHAPE_SYNTAX.items()) + """
-
-On a machine without a CUDA GPU the kernels run under the Triton interpreter for correctness only:
-timings there mean nothing. The whole GPU review (native tests, this review, targets, results/kernels/) is one
-command: python -m archbench.bench.kernels.review
-exit codes: 0 ok, 1 a Triton kernel failed or mismatched, 2 bad input"""
-
-
 class KernelBenchError(Exception):
     """A usage or environment problem: reported as one line, exit status 2."""
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options of ``archbench kernels`` (the lead's CLI calls this, then ``run``)."""
-    parser.add_argument("--kernels", nargs="+", choices=KERNELS, default=None, metavar="NAME",
-                        help=f"kernels to benchmark (default: those named by --shapes, else all of "
-                             f"{', '.join(KERNELS)})")
-    parser.add_argument("--shapes", action="extend", nargs="+", default=[], metavar="KERNEL=SHAPE[,SHAPE...]",
-                        help="shapes instead of a kernel's default sweep, e.g. rms_norm=16384x4096,2048x16384 "
-                             "attention=4x32x8192x128:causal (syntax per kernel below)")
-    parser.add_argument("--quick", action="store_true", help="a short sweep (two shapes per kernel)")
-    parser.add_argument("--review", action="store_true",
-                        help="issue 20's target shapes (attention d128 bf16 first, then RMSNorm, conv at batch 1-32) "
-                             f"with --budget-s {REVIEW_BUDGET_S:g} unless given")
-    parser.add_argument("--dtype", choices=DTYPES, default="bf16",
-                        help="input dtype on a GPU (default bf16; fp32 convs use TF32 as cuDNN does)")
-    parser.add_argument("--direction", choices=("fwd", "fwd+bwd", "both"), default="both",
-                        help="time the forward, forward+backward, or both in one run (default); conv_bn_act is "
-                             "inference-only and always forward")
-    parser.add_argument("--backward", action="store_const", const="fwd+bwd", dest="direction",
-                        help="same as --direction fwd+bwd")
-    parser.add_argument("--no-compile", dest="compile", action="store_false",
-                        help="skip the torch.compile baselines (they add compile time per shape)")
-    parser.add_argument("--warmup", type=int, default=10, help="untimed calls before timing (default 10)")
-    parser.add_argument("--repeats", type=int, default=60,
-                        help="timed calls per row, split over the rounds (default 60; fewer when a budget says so)")
-    parser.add_argument("--rounds", type=int, default=6,
-                        help="interleaved rounds per bench (default 6, the fewest for a 95%% interval)")
-    parser.add_argument("--budget-s", type=float, default=None, metavar="SECONDS",
-                        help="wall-clock budget of the sweep (default: none; --review: "
-                             f"{REVIEW_BUDGET_S:g})")
-    parser.add_argument("--device", choices=("auto", "cuda", "cpu"), default="auto",
-                        help="auto (default): benchmark on CUDA, else interpreter checks; cpu: time the harness "
-                             "on the CPU (the triton rows are torch fallbacks: plumbing only)")
-    parser.add_argument("--plan", action="store_true", help="print the benches that would run, then exit")
-    parser.add_argument("--out", type=Path, default=None, metavar="DIR",
-                        help="write kernels.md, kernels.csv and kernels.json")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -133,62 +78,32 @@ class KernelSpec:
     quick: bool
     directions: tuple[str, ...]
     budget_s: float | None
+    dtype: str = "bf16"
+    compile: bool = True  # time the torch.compile baselines
+    warmup: int = 10
+    repeats: int = 60
+    rounds: int = 6
+    device: str = "auto"  # auto | cuda | cpu
+    out: Path | None = None
+    review: bool = False
 
 
-def run_spec(args: argparse.Namespace) -> KernelSpec:
-    """Parse and validate the arguments into a KernelSpec; KernelBenchError on bad input."""
-    from archbench.bench.kernels.cases import REVIEW_SHAPES, ShapeError, parse_shapes
-
-    if args.warmup < 0 or args.repeats < 1 or args.rounds < 1:
-        raise KernelBenchError(f"--warmup must be >= 0, --repeats and --rounds >= 1 (got {args.warmup}, "
-                               f"{args.repeats}, {args.rounds})")
-    if args.budget_s is not None and args.budget_s <= 0:
-        raise KernelBenchError(f"--budget-s must be > 0 (got {args.budget_s:g})")
+def run(spec: KernelSpec) -> int:
+    """Run the benchmark (GPU) or the interpreter correctness checks (no GPU); the exit status."""
     try:
-        shapes = parse_shapes(args.shapes)
-    except ShapeError as exc:
-        raise KernelBenchError(str(exc)) from exc
-    if args.review:
-        shapes = {**{k: list(v) for k, v in REVIEW_SHAPES.items()}, **shapes}
-    kernels = args.kernels or (list(dict.fromkeys(shapes)) if args.shapes else
-                               list(REVIEW_SHAPES) if args.review else list(KERNELS))
-    unused = [k for k in shapes if k not in kernels and not args.review]
-    if unused:
-        raise KernelBenchError(f"--shapes names {', '.join(unused)}, not in --kernels {' '.join(kernels)}")
-    directions = ("fwd", "fwd+bwd") if args.direction == "both" else (args.direction,)
-    budget = args.budget_s if args.budget_s is not None else (REVIEW_BUDGET_S if args.review else None)
-    return KernelSpec(tuple(kernels), shapes, args.quick, directions, budget)
-
-
-def run(args: argparse.Namespace) -> int:
-    """Run the benchmark (GPU), the interpreter correctness checks (no GPU) or ``--plan``; the exit status."""
-    try:
-        spec = run_spec(args)
-        if args.plan:
-            print(format_plan(spec))
-            return 0
         import torch
 
-        device = args.device
+        device = spec.device
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "interpreter"
         if device == "cuda" and not torch.cuda.is_available():
             raise KernelBenchError("--device cuda: no CUDA device visible to torch")
         if device == "interpreter":
-            return _run_cpu_checks(args, spec)
-        return _run_timing(args, spec, device)
+            return _run_cpu_checks(spec)
+        return _run_timing(spec, device)
     except KernelBenchError as exc:
         print(f"archbench kernels: error: {exc}", file=sys.stderr)
         return 2
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m archbench.bench.kernels.run``: parse ``argv`` and ``run``."""
-    parser = argparse.ArgumentParser(prog="python -m archbench.bench.kernels.run",
-                                     description=(__doc__ or "").split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG)
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
 
 
 def format_plan(spec: KernelSpec) -> str:
@@ -222,7 +137,7 @@ def cudnn_benchmark(enabled: bool = True) -> Iterator[None]:
         torch.backends.cudnn.benchmark = saved
 
 
-def _run_timing(args: argparse.Namespace, spec: KernelSpec, device: str) -> int:
+def _run_timing(spec: KernelSpec, device: str) -> int:
     from archbench.bench.kernels.cases import plan
     from archbench.bench.kernels.output import describe_peaks, format_rows, kernel_environment
     from archbench.bench.kernels.sweep import Row, run_sweep
@@ -237,15 +152,15 @@ def _run_timing(args: argparse.Namespace, spec: KernelSpec, device: str) -> int:
             raise KernelBenchError("TRITON_INTERPRET is set: the kernels would run in the CPU interpreter; unset "
                                    "it to benchmark on the GPU")
         timer = cuda_timer()
-        peaks = measure_peaks("cuda", dtype=PEAK_DTYPE[args.dtype], timer=timer, reps=20, warmup=3)
+        peaks = measure_peaks("cuda", dtype=PEAK_DTYPE[spec.dtype], timer=timer, reps=20, warmup=3)
     else:
         print(CPU_TIMING_NOTICE)
         if interpreting():
             raise KernelBenchError("--device cpu times the torch fallbacks: unset TRITON_INTERPRET")
         timer = wall_timer
         peaks = measure_peaks("cpu", dtype="fp32", timer=timer, reps=3, matmul_n=512, copy_mib=64)
-    env = kernel_environment(peaks=dataclasses.asdict(peaks), dtype=args.dtype, cudnn_benchmark=True,
-                             budget_s=spec.budget_s, rounds=args.rounds,
+    env = kernel_environment(peaks=dataclasses.asdict(peaks), dtype=spec.dtype, cudnn_benchmark=True,
+                             budget_s=spec.budget_s, rounds=spec.rounds,
                              mode="benchmark" if device == "cuda" else "cpu-plumbing-check (triton rows are "
                                                                        "torch fallbacks)")
     specs = plan(spec.kernels, spec.shapes, spec.quick, spec.directions)
@@ -253,24 +168,24 @@ def _run_timing(args: argparse.Namespace, spec: KernelSpec, device: str) -> int:
     where = (f"{env['gpu_name']} (compute capability {env['gpu_capability']}, driver {env['gpu_driver']})"
              if device == "cuda" else env["cpu_model"])
     print(f"archbench kernels on {where}, torch {env['torch_version']}, triton {env['triton_version']}, dtype "
-          f"{args.dtype}: {len(specs)} benches, {args.rounds} rounds{budget}")
+          f"{spec.dtype}: {len(specs)} benches, {spec.rounds} rounds{budget}")
     print(f"measured peaks: {describe_peaks(peaks)}")
     t0 = time.monotonic()
     with cudnn_benchmark(True):
-        rows = run_sweep(specs, args.dtype, device, timer, args.warmup, args.repeats, args.compile, peaks,
-                         rounds=args.rounds, budget_s=spec.budget_s,
+        rows = run_sweep(specs, spec.dtype, device, timer, spec.warmup, spec.repeats, spec.compile, peaks,
+                         rounds=spec.rounds, budget_s=spec.budget_s,
                          progress=lambda s: print(f"  ... {s}", file=sys.stderr, flush=True))
     print(format_rows(rows))
     print(f"sweep: {time.monotonic() - t0:.0f} s" + (f" of a {spec.budget_s:g} s budget" if spec.budget_s else ""))
-    if args.out is not None:
-        _write(args.out, rows, env, Row)
+    if spec.out is not None:
+        _write(spec.out, rows, env, Row)
     failed = [r for r in rows if r.impl == "triton" and r.status == "failed"]
     for r in failed:
         print(f"FAILED: {r.kernel} {r.case} {r.direction} triton: {r.error}", file=sys.stderr)
     return 1 if failed else 0
 
 
-def _run_cpu_checks(args: argparse.Namespace, spec: KernelSpec) -> int:
+def _run_cpu_checks(spec: KernelSpec) -> int:
     from archbench.bench.kernels.checks import CheckRow
     from archbench.bench.kernels.output import format_checks, kernel_environment
     from archbench.kernels._common import HAS_TRITON
@@ -283,7 +198,7 @@ def _run_cpu_checks(args: argparse.Namespace, spec: KernelSpec) -> int:
             "print(json.dumps(interpreter_checks(sys.argv[1].split(','), sys.argv[2] == '1', "
             "json.loads(sys.argv[3]) or None)))")
     # only --shapes reach the interpreter: the review's and the default sweeps' GPU-sized shapes would take hours
-    shapes = {} if args.review else spec.shapes
+    shapes = {} if spec.review else spec.shapes
     for kernel, kernel_shapes in shapes.items():
         for shape in kernel_shapes:
             if _interpreter_work(kernel, shape) > INTERPRETER_MAX_WORK:
@@ -292,7 +207,7 @@ def _run_cpu_checks(args: argparse.Namespace, spec: KernelSpec) -> int:
                     f"program; this would take hours): without a GPU give small shapes, e.g. rms_norm=5x300 "
                     f"attention=1x2x64x32:causal conv_bn_act=2x8x9x9x16x3")
     child_env = {**os.environ, "TRITON_INTERPRET": "1"}
-    proc = subprocess.run([sys.executable, "-c", code, ",".join(spec.kernels), "1" if args.quick else "0",
+    proc = subprocess.run([sys.executable, "-c", code, ",".join(spec.kernels), "1" if spec.quick else "0",
                            json.dumps(shapes)], env=child_env, capture_output=True, text=True, timeout=1800)
     if proc.returncode != 0:
         last = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
@@ -301,9 +216,9 @@ def _run_cpu_checks(args: argparse.Namespace, spec: KernelSpec) -> int:
     print(format_checks(rows))
     failed = [r for r in rows if r.status != "ok"]
     print(f"{len(rows) - len(failed)}/{len(rows)} interpreter checks passed. {NO_GPU_NOTICE.split('. ', 1)[1]}")
-    if args.out is not None:
+    if spec.out is not None:
         env = kernel_environment(mode="interpreter-correctness-check (no GPU; timings meaningless)")
-        _write(args.out, rows, env, CheckRow)
+        _write(spec.out, rows, env, CheckRow)
     return 1 if failed else 0
 
 
@@ -330,6 +245,3 @@ def _write(out_dir: Path, rows: Sequence[Any], env: dict[str, Any], row_type: ty
         raise KernelBenchError(f"cannot write results to {out_dir}: {exc}") from exc
     print(f"wrote {', '.join(str(p) for p in paths)}")
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -184,7 +184,7 @@ def write_info(lm: nn.Module, cell: Cell, prompt: ArraySpec, workdir: Path, cell
     while ``lm`` is still the fp32 module (before a runtime casts or quantizes it)."""
     from archbench.bench.measure.artifacts import generate_info_path, generate_refs_path
 
-    n = cell.options.new_tokens
+    n = cell.options.generate.new_tokens
     info = read_json(generate_info_path(workdir, n))
     if not info.get("params"):
         info = generation_counts(lm, prompt.shape[1], n)
@@ -264,7 +264,7 @@ def torch_model(cell: Cell, workdir: Path, cells: Any) -> tuple[Any, dict[str, A
 
     model = TorchModel(cell, workdir, cells, references=False)
     lm = language_model(model.module).eval()
-    context = int(model.specs[0].shape[1]) + cell.options.new_tokens
+    context = int(model.specs[0].shape[1]) + cell.options.generate.new_tokens
     if is_hf(lm):
         c = lm.config.get_text_config() if hasattr(lm.config, "get_text_config") else lm.config
         longest = getattr(c, "max_position_embeddings", None) or getattr(c, "n_positions", None)

@@ -41,8 +41,10 @@ DEFAULT_TIMEOUT_S = 300.0
 DEFAULT_REPETITIONS = 5
 
 
-@dataclass
+@dataclass(frozen=True)
 class RunSpec:
+    """What one `archbench run` measures (frozen: a variant is ``dataclasses.replace(spec, ...)``)."""
+
     models: list[str]  # sources: zoo names, pkg.module:factory, path/to/model.onnx
     out: Path
     runtimes: list[str] = field(default_factory=lambda: ["torch", "onnxruntime"])

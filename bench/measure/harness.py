@@ -32,6 +32,38 @@ class Timing:
     measure_s: float  # wall time of the timed loop
 
 
+@dataclass(frozen=True)
+class WarmUp:
+    first_ms: float  # the first call, before any warm-up (cold)
+    iters: int  # warm-up calls after it
+    per_call_s: float  # median of the later, warmer half of the warm-up calls: what a timed call will cost
+
+
+def warm_up(fn: Callable[[Any], Any], input_sets: Sequence[Any], rule: StopRule,
+            sync: Callable[[], None] = lambda: None) -> WarmUp:
+    """The cold first call, then warm-up calls (at least ``warmup_iters`` *and* ``warmup_s``, at most ``max_time_s``)
+    rotating through the input sets: what every timing loop here and the pytest fixture start with."""
+    import statistics
+
+    k = len(input_sets)
+    sync()
+    t0 = time.perf_counter()
+    fn(input_sets[0])
+    sync()
+    first_ms = (time.perf_counter() - t0) * 1e3
+    warm: list[float] = []
+    start = time.perf_counter()
+    while len(warm) < rule.warmup_iters or time.perf_counter() - start < rule.warmup_s:
+        t = time.perf_counter()
+        fn(input_sets[(len(warm) + 1) % k])
+        sync()
+        warm.append(time.perf_counter() - t)
+        if time.perf_counter() - start > rule.max_time_s:
+            break
+    per_call = statistics.median(warm[len(warm) // 2:]) if warm else first_ms / 1e3
+    return WarmUp(first_ms, len(warm), per_call)
+
+
 def measure(
     fn: Callable[[Any], Any],
     input_sets: Sequence[Any],
@@ -48,20 +80,8 @@ def measure(
 
         sync = torch.cuda.synchronize
 
-    sync()
-    t0 = time.perf_counter()
-    fn(input_sets[0])
-    sync()
-    first_ms = (time.perf_counter() - t0) * 1e3
-
-    warm = 0
-    start = time.perf_counter()
-    while warm < rule.warmup_iters or time.perf_counter() - start < rule.warmup_s:
-        fn(input_sets[(warm + 1) % k])
-        warm += 1
-        if time.perf_counter() - start > rule.max_time_s:
-            break
-    sync()
+    w = warm_up(fn, input_sets, rule, sync)
+    first_ms, warm = w.first_ms, w.iters
 
     samples: list[float] = []
     i = 0

@@ -58,7 +58,7 @@ def new_record(cell: Cell, run_id: str = "", **fields: Any) -> Record:
 
     return Record(model=cell.source, runtime=cell.runtime, precision=cell.precision, batch=cell.batch,
                   device=cell.device, threads=cell.threads, knobs=cell.knobs, mode=cell.mode,
-                  optimizer=cell.options.optimizer if cell.mode != "infer" else "", run_id=run_id,
+                  optimizer=cell.options.train.optimizer if cell.mode != "infer" else "", run_id=run_id,
                   timestamp=now(), **environment(), **fields)
 
 

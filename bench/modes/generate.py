@@ -138,7 +138,7 @@ def prepare_decoder(job: Job) -> tuple[Any, Any, Decoder, dict[str, Any], float]
     from archbench.bench.measure.runtimes import UnsupportedCell, get_runtime
 
     head = job.head
-    if head.options.new_tokens < 2:
+    if head.options.generate.new_tokens < 2:
         raise UnsupportedCell("--mode generate needs --new-tokens >= 2 (TPOT is over the tokens after the first)")
     cls = get_runtime(head.runtime)
     if head.precision in UNSUPPORTED_PRECISIONS:
@@ -161,12 +161,12 @@ def prepare_decoder(job: Job) -> tuple[Any, Any, Decoder, dict[str, Any], float]
             if meta.get("skip"):
                 raise UnsupportedCell(meta["skip"])
             model = Exported(cell, workdir)
-            facts = read_json(generate_info_path(workdir, cell.options.new_tokens))
+            facts = read_json(generate_info_path(workdir, cell.options.generate.new_tokens))
         info.update(facts)
         return model
 
     p = prepare(job, load=load)
-    dec = p.runtime.decoder(p.model, int(p.model.specs[0].shape[1]), head.options.new_tokens)
+    dec = p.runtime.decoder(p.model, int(p.model.specs[0].shape[1]), head.options.generate.new_tokens)
     return p.runtime, p.model, dec, info, p.rss_imports_mib
 
 
@@ -175,7 +175,7 @@ def measure_generation(cell: Cell, rt: Any, model: Any, dec: Decoder, info: dict
     """One cell: timing, and in the first repetition memory and token agreement. Never raises."""
     from archbench.bench.measure.harness import cpu_snapshot, other_cpu_pct
 
-    b, n = cell.batch, cell.options.new_tokens
+    b, n = cell.batch, cell.options.generate.new_tokens
     spec = model.specs[0].with_batch(b)
     p = int(spec.shape[1])
     rec = new_record(cell, job.run_id, family=model.family, input_shape="x".join(map(str, spec.shape)),
@@ -223,13 +223,13 @@ def _memory_and_tokens(rec: Record, dec: Decoder, prompt: Any, cell: Cell, workd
     trim_heap()
     reset_peak_rss()
     start = current_rss_mib()
-    got = generate_once(dec, prompt, cell.options.new_tokens).tokens
+    got = generate_once(dec, prompt, cell.options.generate.new_tokens).tokens
     rec.peak_rss_mib = round(peak_rss_mib(), 2)
     rec.kv_rss_growth_mib = round(max(0.0, rec.peak_rss_mib - start), 3)
     rec.rss_model_mib = round(rec.peak_rss_mib - rss_imports, 2)
     if cell.runtime == "torch" and cell.precision == "fp32":
         return
-    ref_path = generate_refs_path(workdir, cell.batch, cell.options.new_tokens)
+    ref_path = generate_refs_path(workdir, cell.batch, cell.options.generate.new_tokens)
     if ref_path.exists():
         ref = np.load(ref_path)
         if ref.shape == got.shape:

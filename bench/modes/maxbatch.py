@@ -96,16 +96,16 @@ def run_search(spec: Any, progress: Callable[[Record, int, int], None] | None = 
 def search_groups(spec: Any, run_id: str, on_record: Callable[[Record], None]) -> None:
     """Run the search for every model x runtime x precision of ``spec``."""
     o = spec.options
-    cap = o.mem_cap_mib
+    cap = o.train.mem_cap_mib
     cap_note = ""
     if cap is None and spec.device == "cpu":
         cap = default_cap_mib()
         cap_note = f"--mem-cap-mib defaulted to {DEFAULT_CAP_FRACTION:.0%} of available memory ({cap} MiB)"
-    trial_opts = replace(o, mem_cap_mib=cap)
+    trial_opts = replace(o, train=replace(o.train, mem_cap_mib=cap))
     # The answer is decided by the trials; the final cell measures it (timed, memory split) without judging the
     # cap again: RSS wobbles by some MiB from process to process, and an answer at the edge would flip.
-    final_opts = replace(o, mem_cap_mib=None)
-    start, limit = min(spec.batches), int(o.max_batch_limit or DEFAULT_LIMIT)
+    final_opts = replace(o, train=replace(o.train, mem_cap_mib=None))
+    start, limit = min(spec.batches), int(o.train.max_batch_limit or DEFAULT_LIMIT)
     done = done_groups(spec)
     for m in spec.models:
         workdir = str(spec.workdir(m))

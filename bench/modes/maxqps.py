@@ -74,8 +74,8 @@ def run_search(spec: Any, progress: Callable[[Record, int, int], None] | None = 
     if jsonl.exists() and not spec.resume:
         raise FileExistsError(f"{jsonl} exists; pass --resume to continue that run or choose another --out")
     earlier = {r.key(): r for r in read_records(jsonl)} if spec.resume and jsonl.exists() else {}
-    terms = parse_expression(spec.options.find_max_qps).terms
-    rel_tol = spec.options.max_qps_rel_tol or DEFAULT_REL_TOL
+    terms = parse_expression(spec.options.serve.find_max_qps).terms
+    rel_tol = spec.options.serve.max_qps_rel_tol or DEFAULT_REL_TOL
     run_id = new_run_id()
     records: list[Record] = []
 
@@ -106,7 +106,7 @@ def run_search(spec: Any, progress: Callable[[Record, int, int], None] | None = 
                             if cell.key() in earlier and earlier[cell.key()].ok:
                                 return earlier[cell.key()]
                             rec = _trial(spec, cell, str(workdir), run_id, reps_path)
-                            rec.sla = spec.options.find_max_qps
+                            rec.sla = spec.options.serve.find_max_qps
                             on_record(rec)
                             return rec
 

@@ -149,7 +149,7 @@ def measure_serving(cell: Cell, rts: list[Any], model: Any, job: Job, rss_import
         rec.macs = model.counts["macs"]  # per request (one sample)
         rec.flops = 2 * rec.macs
     o = cell.options
-    rules = Rules.for_kind(s.kind, o.serve_min_duration_s, o.serve_min_queries, o.serve_tolerance,
+    rules = Rules.for_kind(s.kind, o.serve.min_duration_s, o.serve.min_queries, o.serve.tolerance,
                            seed=1000 + job.repetition)
     switch = sys.getswitchinterval()
     try:

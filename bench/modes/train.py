@@ -70,9 +70,9 @@ class Train(ModeBase):
             torch.set_num_interop_threads(1)
         device, runtime, precision = head.device, head.runtime, head.precision
         cuda = device == "cuda"
-        cap = opts.mem_cap_mib
-        optimizer = opts.optimizer or "adamw"
-        train_samples = opts.train_samples
+        cap = opts.train.mem_cap_mib
+        optimizer = opts.train.optimizer or "adamw"
+        train_samples = opts.train.train_samples
         rule = job.rule
         by_batch = {c.batch: c for c in job.cells}
 

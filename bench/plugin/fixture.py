@@ -28,7 +28,6 @@ import json
 import math
 import os
 import re
-import statistics
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -113,23 +112,11 @@ def time_with_benchmark(benchmark: Any, fn: Callable[[Any], Any], input_sets: Se
         benchmark.pedantic(fn, args=(input_sets[0],), rounds=1)
         return Timed([], None, 0, 0.0)
 
-    clock = time.perf_counter
-    sync()
-    t0 = clock()
-    fn(input_sets[0])
-    sync()
-    first_ms = (clock() - t0) * 1e3
+    from archbench.bench.measure.harness import warm_up
 
-    warm: list[float] = []
-    start = clock()
-    while len(warm) < rule.warmup_iters or clock() - start < rule.warmup_s:
-        t = clock()
-        fn(input_sets[(len(warm) + 1) % k])
-        sync()
-        warm.append(clock() - t)
-        if clock() - start > rule.max_time_s:
-            break
-    per_call = statistics.median(warm[len(warm) // 2:])  # the later, warmer half
+    clock = time.perf_counter
+    w = warm_up(fn, input_sets, rule, sync)  # the cold call and the warm-up of every archbench timing loop
+    first_ms, per_call = w.first_ms, w.per_call_s
     rounds = rounds_for(rule, per_call)
 
     order = itertools.count()
@@ -151,7 +138,7 @@ def time_with_benchmark(benchmark: Any, fn: Callable[[Any], Any], input_sets: Se
     measure_s = clock() - loop_start
     others = other_cpu_pct(before, cpu_snapshot())
     samples = [d * 1e3 for d in benchmark.stats.stats.data]  # seconds per round (iterations=1) -> ms
-    return Timed(samples, first_ms, len(warm), measure_s, others)
+    return Timed(samples, first_ms, w.iters, measure_s, others)
 
 
 def fill_timed(rec: Record, timed: Timed) -> None:

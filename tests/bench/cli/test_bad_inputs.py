@@ -338,7 +338,7 @@ def test_resuming_a_generate_run_with_other_new_tokens_is_refused(workspace: Pat
     (lambda: __import__("archbench.bench.cell", fromlist=["Options"]).Options(input_shape=(1, 0)), "input_shape"),
     (lambda: __import__("archbench.bench.cell", fromlist=["Options"]).Options(fidelity_samples=-1),
      "Options.fidelity_samples = -1"),
-    (lambda: __import__("archbench.bench.cell", fromlist=["Options"]).Options(mem_cap_mib=float("nan")),
+    (lambda: __import__("archbench.bench.cell", fromlist=["Options"]).TrainOptions(mem_cap_mib=float("nan")),
      "mem_cap_mib nan"),
     (lambda: __import__("archbench.bench.cell", fromlist=["StopRule"]).StopRule(min_iters=0),
      "StopRule.min_iters = 0"),

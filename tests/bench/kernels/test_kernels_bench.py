@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from archbench.bench.cli import kernels as kb
 from archbench.bench.env import environment
 from archbench.bench.kernels import review as kernel_review
-from archbench.bench.kernels import run as kb
 from archbench.bench.kernels.cases import (
     KERNELS,
     Bench,

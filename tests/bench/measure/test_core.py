@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from tests_helpers import TESTS
 
-from archbench.bench.cell import QUICK, Cell, Job, Options, StopRule, canonical_knobs
+from archbench.bench.cell import QUICK, Cell, Job, Options, StopRule, TrainOptions, canonical_knobs
 from archbench.bench.record import SCHEMA_VERSION, Record, SchemaError, append_jsonl, read_records
 
 ARCHBENCH = [sys.executable, "-m", "archbench.bench.cli.main"]
@@ -36,7 +36,7 @@ def _has(mod: str) -> bool:
     Cell("pkg.mod:make", runtime="onnxruntime", precision="int8-static", batch=7, threads=3,
          knobs=canonical_knobs({"width": 0.5, "depth": 2}),
          options=Options(input_shape=(1, 3, 20, 20), dtype="float16", calibration="a.b:c", fidelity_samples=5)),
-    Cell("mlp_s", mode="train", options=Options(optimizer="sgd", mem_cap_mib=512.0, find_max_batch=True)),
+    Cell("mlp_s", mode="train", options=Options(train=TrainOptions(optimizer="sgd", mem_cap_mib=512.0, find_max_batch=True))),
 ])
 def test_job_roundtrips_through_json(cell: Cell) -> None:
     job = Job(cells=(cell, cell.with_batch(9)), workdir="/tmp/x", run_id="r1", rule=StopRule(min_iters=3))

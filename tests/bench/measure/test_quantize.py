@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from tests_helpers import TESTS
 from torch import nn
 
 from archbench.bench.cell import Cell, Job, Options
@@ -237,7 +236,7 @@ def test_run_with_precisions_and_budget(tmp_path: Path, capsys: pytest.CaptureFi
 
     from archbench.bench.cli.main import main
 
-    monkeypatch.chdir(TESTS)  # workers import the hook module from the working directory
+    monkeypatch.chdir(Path(__file__).parent)  # workers import the hook module (this file) from the working directory
     out = tmp_path / "run"
     rc = main(["run", "mlp_s", "--runtime", "onnxruntime", "--precision", "fp32,int8-static", "--min-time", "0.05",
                "--min-iters", "60", "--calib-batches", "2", "--fidelity-samples", "16",

@@ -105,10 +105,10 @@ def test_onnxruntime_generation_worker_runs_with_torch_unimportable(
         run: tuple[Path, subprocess.CompletedProcess]) -> None:
     """Deployment-true: the ONNX Runtime worker's whole generation path (decode-step graph, timing, memory, token
     agreement) in a process where importing torch fails."""
-    from archbench.bench.cell import Cell, Job, Options, StopRule
+    from archbench.bench.cell import Cell, GenerateOptions, Job, Options, StopRule
 
     cell = Cell("llama_tiny", runtime="onnxruntime", threads=1, knobs='{"seq_len": 8}', mode="generate",
-                options=Options(new_tokens=NEW))
+                options=Options(generate=GenerateOptions(new_tokens=NEW)))
     job = Job(cells=(cell,), workdir=str(run[0] / "artifacts" / "llama_tiny_seq_len_8"),
               rule=StopRule(min_iters=3, min_time_s=0.0))
     code = ("import sys; sys.modules['torch'] = None; sys.path[:] = [p for p in sys.path if p not in ('', '.')]\n"
@@ -153,13 +153,13 @@ def test_report_has_a_generation_section_and_context_plots(run: tuple[Path, subp
 
 def test_a_model_that_cannot_generate_is_skipped_with_the_reason(tmp_path: Path) -> None:
     """The worker's path, in process: mlp_s is no causal LM; openvino has no decode-step path."""
-    from archbench.bench.cell import Cell, Job, Options
+    from archbench.bench.cell import Cell, GenerateOptions, Job, Options
     from archbench.bench.measure.protocol import Emitter
     from archbench.bench.modes.generate import Generate
 
     for runtime, why in (("torch", "not a causal LM"), ("openvino", "cannot generate")):
         buf = io.StringIO()
-        cell = Cell("mlp_s", runtime=runtime, mode="generate", options=Options(new_tokens=4))
+        cell = Cell("mlp_s", runtime=runtime, mode="generate", options=Options(generate=GenerateOptions(new_tokens=4)))
         Generate().run_job(Job(cells=(cell,), workdir=str(tmp_path / runtime)), Emitter(buf))
         (event,) = [json.loads(line) for line in buf.getvalue().splitlines()]
         rec = Record.from_dict(event["record"])

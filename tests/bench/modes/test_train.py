@@ -11,7 +11,7 @@ import pytest
 import torch
 from tests_helpers import TESTS
 
-from archbench.bench.cell import Options
+from archbench.bench.cell import Options, TrainOptions
 from archbench.bench.cli.main import main
 from archbench.bench.measure.engine import RunSpec, run
 from archbench.bench.measure.harness import StopRule
@@ -109,7 +109,7 @@ def test_param_grad_optimizer_split_is_exact_for_mlp_s(optimizer: str, state_byt
 def test_train_cell_records_split_time_to_train_and_report(tmp_path: Path) -> None:
     n, tensors = mlp_s_params()
     spec = RunSpec(models=["mlp_s"], out=tmp_path / "run", runtimes=["torch"], batches=[4], threads=1, rule=FAST,
-                   repetitions=2, mode="train", options=Options(optimizer="adamw", train_samples=10_000))
+                   repetitions=2, mode="train", options=Options(train=TrainOptions(optimizer="adamw", train_samples=10_000)))
     (r,) = run(spec)
     assert r.status == "ok", r.error
     assert (r.mode, r.optimizer, r.loss_fn) == ("train", "adamw", "cross-entropy")
@@ -166,7 +166,7 @@ def test_max_batch_search_under_cpu_memory_cap(tmp_path: Path, monkeypatch) -> N
 
     out = tmp_path / "search"
     recs = run_search(RunSpec(out=out, batches=[2], mode="train",
-                              options=Options(find_max_batch=True, mem_cap_mib=cap), **base))
+                              options=Options(train=TrainOptions(find_max_batch=True, mem_cap_mib=cap)), **base))
     trials = [r for r in recs if r.mode == "maxbatch-trial"]
     assert [(r.batch, r.status) for r in trials] == [(2, "ok"), (4, "failed"), (3, "ok")]
     failed = trials[1]
@@ -213,7 +213,7 @@ def test_cli_train_spec() -> None:
                                       "--train-samples", "1.2e6", "--epochs", "2", "--out", "x"])
     spec = spec_from_args(args)
     assert spec.mode == "train" and spec.runtimes == ["torch"]
-    assert (spec.options.optimizer, spec.options.train_samples) == ("adamw", 2_400_000)
+    assert (spec.options.train.optimizer, spec.options.train.train_samples) == ("adamw", 2_400_000)
     args = build_parser().parse_args(["run", "mlp_s", "--out", "x"])
     spec = spec_from_args(args)
     assert spec.mode == "infer" and spec.runtimes == ["torch", "onnxruntime"] and spec.options == Options()
